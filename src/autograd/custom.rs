@@ -1,0 +1,113 @@
+//! User-defined differentiable operations.
+
+use crate::autograd::node::{record, Save};
+use crate::storage::Value;
+use crate::{Float, Tensor};
+use ndarray::ArrayD;
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// A differentiable operation written by the user on ndarrays.
+///
+/// Inputs, output and gradient reach it as copies. A `CustomOp` is
+/// once-differentiable: under `create_graph`, differentiating its gradient
+/// again panics naming the op.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::{ndarray::ArrayD, prelude::*};
+///
+/// /// y = x³
+/// struct Cube;
+/// impl CustomOp<f64> for Cube {
+///     fn name(&self) -> &str { "Cube" }
+///     fn forward(&self, x: &[ArrayD<f64>]) -> ArrayD<f64> { x[0].mapv(|v| v * v * v) }
+///     fn backward(&self, x: &[ArrayD<f64>], _y: &ArrayD<f64>, g: &ArrayD<f64>)
+///         -> Vec<Option<ArrayD<f64>>> {
+///         vec![Some(g * &x[0].mapv(|v| 3.0 * v * v))] // dy/dx = 3x²
+///     }
+/// }
+///
+/// let x = Tensor::from_vec(vec![2.0f64], &[1]).set_requires_grad(true);
+/// Tensor::apply_op(Arc::new(Cube), &[x.clone()]).sum().backward();
+/// assert_eq!(x.grad().unwrap().item(), 12.0);
+/// ```
+pub trait CustomOp<T: Float>: Send + Sync {
+    /// The op's name, used in `grad_fn_name` and messages.
+    fn name(&self) -> &str;
+    /// The output, from the inputs.
+    fn forward(&self, inputs: &[ArrayD<T>]) -> ArrayD<T>;
+    /// One gradient per input (`None` where the input gets none), each of
+    /// its input's shape.
+    fn backward(
+        &self,
+        inputs: &[ArrayD<T>],
+        output: &ArrayD<T>,
+        grad_output: &ArrayD<T>,
+    ) -> Vec<Option<ArrayD<T>>>;
+}
+
+impl<T: Float> Tensor<T> {
+    /// Applies a [`CustomOp`] to `inputs`, recording it for backward.
+    ///
+    /// **Panics** if the op's backward returns the wrong number of gradients
+    /// or a gradient of the wrong shape (naming the op).
+    pub fn apply_op(op: Arc<dyn CustomOp<T>>, inputs: &[Tensor<T>]) -> Tensor<T> {
+        let arrays: Vec<ArrayD<T>> = inputs.iter().map(Tensor::to_array).collect();
+        let out = Value::from_array(op.forward(&arrays));
+        let refs: Vec<&Tensor<T>> = inputs.iter().collect();
+        let mut saves: SmallVec<[Save; 2]> = (0..inputs.len()).map(Save::Input).collect();
+        saves.push(Save::Output);
+        let n = inputs.len();
+        record("CustomOpBackward", &refs, out, &saves, move |ctx, g| {
+            let xs: Vec<Tensor<T>> = (0..n).map(|i| ctx.input(i)).collect();
+            let arrays: Vec<ArrayD<T>> = xs.iter().map(Tensor::to_array).collect();
+            let grads = op.backward(&arrays, &ctx.output().to_array(), &g.to_array());
+            assert_eq!(
+                grads.len(),
+                n,
+                "CustomOp {}: backward returned {} gradients for {n} inputs",
+                op.name(),
+                grads.len()
+            );
+            grads
+                .into_iter()
+                .enumerate()
+                .map(|(i, gi)| {
+                    let gi = gi.filter(|_| ctx.needs_grad(i))?;
+                    assert_eq!(
+                        gi.shape(),
+                        xs[i].shape(),
+                        "CustomOp {}: backward returned a gradient of shape {:?} for input {i} of \
+                         shape {:?}",
+                        op.name(),
+                        gi.shape(),
+                        xs[i].shape()
+                    );
+                    Some(once_differentiable(op.name(), Tensor::from_array(gi), g, &xs))
+                })
+                .collect()
+        })
+    }
+}
+
+/// Under `create_graph`, ties a CustomOp's gradient to what it was computed
+/// from with a node that refuses to be differentiated, so that a second
+/// derivative panics instead of being silently zero.
+fn once_differentiable<T: Float>(name: &str, grad: Tensor<T>, g: &Tensor<T>, xs: &[Tensor<T>]) -> Tensor<T> {
+    let mut from: Vec<&Tensor<T>> = vec![g];
+    from.extend(xs);
+    let name = name.to_string();
+    record(
+        "CustomOpBackwardBackward",
+        &from,
+        grad.value(),
+        &[],
+        move |_, _| {
+            panic!(
+                "CustomOp {name} is once-differentiable: its backward cannot be differentiated again \
+             (create_graph through it)"
+            )
+        },
+    )
+}

@@ -1,0 +1,134 @@
+//! Gradient checking: backward against central finite differences.
+
+use crate::autograd::engine::{grad, GradOptions};
+use crate::{no_grad, Tensor};
+use std::fmt;
+
+/// Tolerances for [`gradcheck`]: an analytic value `a` passes against a
+/// numeric one `n` when `|a - n| <= atol + rtol * |n|`.
+#[derive(Debug, Clone, Copy)]
+pub struct GradcheckOptions {
+    /// The finite-difference step.
+    pub eps: f64,
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Relative tolerance.
+    pub rtol: f64,
+}
+
+impl Default for GradcheckOptions {
+    fn default() -> Self {
+        GradcheckOptions {
+            eps: 1e-6,
+            atol: 1e-5,
+            rtol: 1e-3,
+        }
+    }
+}
+
+/// The first Jacobian entry where backward and finite differences disagree:
+/// d output\[`output`\] / d input `input`\[`element`\].
+#[derive(Debug, Clone)]
+pub struct GradcheckError {
+    /// Which input (index into `inputs`).
+    pub input: usize,
+    /// Which element of the output (row-major).
+    pub output: usize,
+    /// Which element of the input (row-major).
+    pub element: usize,
+    /// The value backward gave.
+    pub analytic: f64,
+    /// The central-difference estimate.
+    pub numeric: f64,
+}
+
+impl fmt::Display for GradcheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gradcheck: Jacobian mismatch for input {}, output element {}, input element {}: \
+             analytic {} vs numeric {}",
+            self.input, self.output, self.element, self.analytic, self.numeric
+        )
+    }
+}
+
+impl std::error::Error for GradcheckError {}
+
+/// Checks the gradients of `f` at `inputs` against central differences:
+/// every element of the output, against every element of every input that
+/// requires grad (the others are skipped).
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::from_vec(vec![0.5, -1.0, 2.0], &[3]).set_requires_grad(true);
+/// tapegrad::gradcheck(|x| (&x[0] * &x[0]).tanh(), &[x], GradcheckOptions::default()).unwrap();
+/// ```
+pub fn gradcheck<F>(f: F, inputs: &[Tensor<f64>], opts: GradcheckOptions) -> Result<(), GradcheckError>
+where
+    F: Fn(&[Tensor<f64>]) -> Tensor<f64>,
+{
+    let checked: Vec<usize> = (0..inputs.len()).filter(|&i| inputs[i].requires_grad()).collect();
+    let out = f(inputs);
+    let n_out = out.numel();
+
+    // Analytic Jacobian, one output element (one backward) at a time.
+    let wrt: Vec<Tensor<f64>> = checked.iter().map(|&i| inputs[i].clone()).collect();
+    let mut analytic: Vec<Vec<f64>> = checked
+        .iter()
+        .map(|&i| vec![0.0; inputs[i].numel() * n_out])
+        .collect();
+    if out.requires_grad() {
+        for k in 0..n_out {
+            let mut onehot = vec![0.0; n_out];
+            onehot[k] = 1.0;
+            let opts = GradOptions {
+                grad_outputs: Some(vec![Tensor::from_vec(onehot, out.shape())]),
+                retain_graph: true,
+                create_graph: false,
+            };
+            for (c, g) in grad(std::slice::from_ref(&out), &wrt, opts)
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(g) = g {
+                    for (e, v) in g.to_vec().into_iter().enumerate() {
+                        analytic[c][e * n_out + k] = v;
+                    }
+                }
+            }
+        }
+    }
+
+    // Numeric Jacobian, one input element at a time.
+    no_grad(|| {
+        for (c, &i) in checked.iter().enumerate() {
+            let base = inputs[i].to_vec();
+            for e in 0..base.len() {
+                let at = |delta: f64| {
+                    let mut shifted = base.clone();
+                    shifted[e] += delta;
+                    let mut args = inputs.to_vec();
+                    args[i] = Tensor::from_vec(shifted, inputs[i].shape());
+                    f(&args).to_vec()
+                };
+                let (plus, minus) = (at(opts.eps), at(-opts.eps));
+                for k in 0..n_out {
+                    let numeric = (plus[k] - minus[k]) / (2.0 * opts.eps);
+                    let a = analytic[c][e * n_out + k];
+                    let close = (a - numeric).abs() <= opts.atol + opts.rtol * numeric.abs();
+                    if !close {
+                        return Err(GradcheckError {
+                            input: i,
+                            output: k,
+                            element: e,
+                            analytic: a,
+                            numeric,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}

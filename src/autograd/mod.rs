@@ -1,0 +1,9 @@
+//! The tape: nodes, the backward walk, grad mode, gradient checking,
+//! custom ops and saved-memory accounting.
+
+pub(crate) mod custom;
+pub(crate) mod engine;
+pub(crate) mod gradcheck;
+pub mod memory;
+pub(crate) mod mode;
+pub(crate) mod node;

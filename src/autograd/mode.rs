@@ -1,0 +1,90 @@
+//! Grad mode: whether ops record onto the tape. Thread-local, like PyTorch's.
+
+use std::cell::Cell;
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops on this thread are being recorded for backward.
+///
+/// ```
+/// assert!(tapegrad::is_grad_enabled());
+/// tapegrad::no_grad(|| assert!(!tapegrad::is_grad_enabled()));
+/// ```
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(Cell::get)
+}
+
+/// Sets grad mode on this thread until the guard drops, then restores the
+/// previous mode (also when unwinding from a panic).
+#[must_use = "grad mode is restored as soon as the guard drops"]
+pub struct GradModeGuard {
+    prev: bool,
+}
+
+impl GradModeGuard {
+    /// Sets grad mode to `enabled` for this guard's lifetime.
+    pub fn new(enabled: bool) -> Self {
+        let prev = GRAD_ENABLED.with(|g| g.replace(enabled));
+        GradModeGuard { prev }
+    }
+}
+
+impl Drop for GradModeGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// A guard that turns recording off on this thread while it lives
+/// (`torch.no_grad()` as an RAII value).
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+/// let y = {
+///     let _guard = NoGradGuard::new();
+///     &x * 2.0
+/// };
+/// assert!(!y.requires_grad() && y.is_leaf());
+/// ```
+#[must_use = "grad mode is restored as soon as the guard drops"]
+pub struct NoGradGuard {
+    _mode: GradModeGuard,
+}
+
+impl NoGradGuard {
+    /// Turns recording off until the guard drops.
+    pub fn new() -> Self {
+        NoGradGuard {
+            _mode: GradModeGuard::new(false),
+        }
+    }
+}
+
+impl Default for NoGradGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `f` with recording off on this thread: its results are leaves with
+/// no history. Grad mode is restored afterwards, even if `f` panics.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let w = Tensor::<f32>::ones(&[3]).set_requires_grad(true);
+/// let y = tapegrad::no_grad(|| &w * 3.0);
+/// assert!(!y.requires_grad());
+/// ```
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = GradModeGuard::new(false);
+    f()
+}
+
+/// Runs `f` with recording on (inside a [`no_grad`] scope, for example).
+pub fn enable_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = GradModeGuard::new(true);
+    f()
+}

@@ -1,0 +1,286 @@
+//! Backward nodes: what an op leaves on the tape.
+//!
+//! A node has the op's name, one edge per input (to the input's own node,
+//! weakly to a leaf that requires grad, or nothing), the values the op saved
+//! for its backward rule, and the rule itself. A rule sees saved values only
+//! through [`Ctx`]; it captures no `Tensor` (shapes and scalars are fine), so
+//! the graph has no cycles and every saved value passes through one place
+//! where versions are checked, memory is counted and (later) checkpoint
+//! placeholders are filled.
+
+use crate::autograd::memory::SavedBuf;
+use crate::autograd::mode::is_grad_enabled;
+use crate::storage::{Dims, Value};
+use crate::tensor::{Tensor, TensorImpl};
+use crate::Float;
+use smallvec::SmallVec;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+/// One gradient per input of an op (`None`: that input gets none).
+pub(crate) type Grads<T> = SmallVec<[Option<Tensor<T>>; 2]>;
+
+/// A backward rule: from the saved values and the gradient of the output, the
+/// gradients of the inputs. Written with Tensor ops, so that under
+/// `create_graph` it records a graph of its own (higher-order gradients).
+pub(crate) type Rule<T> = Box<dyn Fn(&Ctx<'_, T>, &Tensor<T>) -> Grads<T> + Send + Sync>;
+
+/// Where the gradient of one input goes.
+pub(crate) enum Edge<T: Float> {
+    /// The input needs no gradient.
+    None,
+    /// The input is a non-leaf: its gradient goes on to its node.
+    Node(Arc<Node<T>>),
+    /// The input is a leaf that requires grad. Weak, so that a gradient made
+    /// with `create_graph` and stored in the leaf's `.grad` does not keep
+    /// the leaf alive through its own graph.
+    Leaf(Weak<TensorImpl<T>>),
+}
+
+/// What a saved value was to the op that saved it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Role {
+    Input(usize),
+    Output,
+}
+
+/// A value saved for backward: data only, plus what is needed to check that
+/// nobody wrote to it in place and to re-attach it to the graph.
+pub(crate) struct Saved<T: Float> {
+    role: Role,
+    value: Value<T>,
+    _counted: SavedBuf<T>,
+    /// The tensor whose data this is, to compare versions on unpack.
+    owner: Weak<TensorImpl<T>>,
+    version: u64,
+}
+
+impl<T: Float> Clone for Saved<T> {
+    fn clone(&self) -> Self {
+        Saved {
+            role: self.role,
+            value: self.value.clone(),
+            _counted: SavedBuf::new(self.value.buf.clone()),
+            owner: self.owner.clone(),
+            version: self.version,
+        }
+    }
+}
+
+enum SavedState<T: Float> {
+    Live(SmallVec<[Saved<T>; 2]>),
+    /// A backward without `retain_graph` ran through this node.
+    Freed,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A recorded op.
+pub(crate) struct Node<T: Float> {
+    /// Process-wide creation order.
+    pub(crate) id: u64,
+    pub(crate) name: &'static str,
+    pub(crate) edges: SmallVec<[Edge<T>; 2]>,
+    pub(crate) out_shape: Dims,
+    saved: Mutex<SavedState<T>>,
+    rule: Rule<T>,
+}
+
+impl<T: Float> Node<T> {
+    fn saved_lock(&self) -> MutexGuard<'_, SavedState<T>> {
+        self.saved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the rule on `grad`. With `free`, the saved values are released
+    /// once the rule has them (a backward without `retain_graph`).
+    pub(crate) fn apply(self: &Arc<Self>, grad: &Tensor<T>, free: bool) -> Grads<T> {
+        let saved = {
+            let mut state = self.saved_lock();
+            match &mut *state {
+                SavedState::Freed => None,
+                SavedState::Live(values) if free => {
+                    let values = std::mem::take(values);
+                    *state = SavedState::Freed;
+                    Some(values)
+                }
+                SavedState::Live(values) => Some(values.clone()),
+            }
+        };
+        let ctx = Ctx { node: self, saved };
+        let grads = (self.rule)(&ctx, grad);
+        assert_eq!(
+            grads.len(),
+            self.edges.len(),
+            "{}: the backward rule returned {} gradients for {} inputs",
+            self.name,
+            grads.len(),
+            self.edges.len()
+        );
+        grads
+    }
+}
+
+impl<T: Float> Drop for Node<T> {
+    /// Unlinks a chain of nodes with a loop instead of recursion, so that
+    /// dropping a graph of a million ops needs no deep stack.
+    fn drop(&mut self) {
+        let mut stack: Vec<Arc<Node<T>>> = Vec::new();
+        take_node_edges(&mut self.edges, &mut stack);
+        while let Some(node) = stack.pop() {
+            if let Some(mut node) = Arc::into_inner(node) {
+                take_node_edges(&mut node.edges, &mut stack);
+            }
+        }
+    }
+}
+
+fn take_node_edges<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>, stack: &mut Vec<Arc<Node<T>>>) {
+    for edge in edges.iter_mut() {
+        if let Edge::Node(_) = edge {
+            if let Edge::Node(n) = std::mem::replace(edge, Edge::None) {
+                stack.push(n);
+            }
+        }
+    }
+}
+
+/// What a backward rule reads its saved values through.
+pub(crate) struct Ctx<'a, T: Float> {
+    node: &'a Arc<Node<T>>,
+    saved: Option<SmallVec<[Saved<T>; 2]>>,
+}
+
+impl<T: Float> Ctx<'_, T> {
+    /// Whether input `i` gets a gradient (rules may skip work for the rest).
+    pub(crate) fn needs_grad(&self, i: usize) -> bool {
+        !matches!(self.node.edges[i], Edge::None)
+    }
+
+    /// The value saved as input `i`.
+    pub(crate) fn input(&self, i: usize) -> Tensor<T> {
+        self.unpack(Role::Input(i))
+    }
+
+    /// The saved output.
+    pub(crate) fn output(&self) -> Tensor<T> {
+        self.unpack(Role::Output)
+    }
+
+    fn unpack(&self, role: Role) -> Tensor<T> {
+        let name = self.node.name;
+        let saved = self.saved.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{name}: trying to backward through the graph a second time, but its saved values \
+                 were already freed; pass retain_graph: true (BackwardOptions or GradOptions) to \
+                 the first backward if you need to backward through it again"
+            )
+        });
+        let s = saved
+            .iter()
+            .find(|s| s.role == role)
+            .unwrap_or_else(|| panic!("{name}: internal error: {role:?} was not saved"));
+        if let Some(owner) = s.owner.upgrade() {
+            let now = owner.version.load(Ordering::Acquire);
+            if now != s.version {
+                panic!(
+                    "{name}: one of the values needed for gradient computation has been modified \
+                     by an inplace operation: its {} of shape {:?} is at version {now}; expected \
+                     version {}",
+                    describe(role),
+                    s.value.shape.as_slice(),
+                    s.version
+                );
+            }
+        }
+        if !is_grad_enabled() {
+            return Tensor::from_value(s.value.clone());
+        }
+        // create_graph: re-attach the value to the graph, so that the rule's
+        // own ops record edges to where the value came from.
+        match role {
+            Role::Output => Tensor::with_node(s.value.clone(), self.node.clone()),
+            Role::Input(i) => match &self.node.edges[i] {
+                Edge::Node(n) => Tensor::with_node(s.value.clone(), n.clone()),
+                Edge::Leaf(w) => match w.upgrade() {
+                    Some(leaf) => Tensor { inner: leaf },
+                    None => Tensor::from_value(s.value.clone()),
+                },
+                Edge::None => Tensor::from_value(s.value.clone()),
+            },
+        }
+    }
+}
+
+fn describe(role: Role) -> String {
+    match role {
+        Role::Input(i) => format!("input {i}"),
+        Role::Output => "output".to_string(),
+    }
+}
+
+/// What an op asks [`record`] to save for its backward.
+pub(crate) enum Save {
+    Input(usize),
+    Output,
+}
+
+/// Whether an op on `inputs` is recorded now.
+pub(crate) fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
+    is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
+}
+
+/// Wraps an op's result: a leaf when nothing is recorded, else a non-leaf
+/// tensor with a new node holding `saves` and `rule`.
+pub(crate) fn record<T: Float>(
+    name: &'static str,
+    inputs: &[&Tensor<T>],
+    out: Value<T>,
+    saves: &[Save],
+    rule: impl Fn(&Ctx<'_, T>, &Tensor<T>) -> Grads<T> + Send + Sync + 'static,
+) -> Tensor<T> {
+    if !should_record(inputs) {
+        return Tensor::from_value(out);
+    }
+    // A buffer the op made (not a view of an input's) is graph memory.
+    if !inputs.iter().any(|t| t.uses_buffer(&out.buf)) {
+        out.buf.countable.store(true, Ordering::Relaxed);
+    }
+    let edges = inputs.iter().map(|t| t.edge()).collect();
+    let out_shape = out.shape.clone();
+    let inner = Arc::new_cyclic(|me: &Weak<TensorImpl<T>>| {
+        let saved = saves
+            .iter()
+            .map(|s| match s {
+                Save::Input(i) => saved_of(Role::Input(*i), inputs[*i]),
+                Save::Output => Saved {
+                    role: Role::Output,
+                    _counted: SavedBuf::new(out.buf.clone()),
+                    value: out.clone(),
+                    owner: me.clone(),
+                    version: 0,
+                },
+            })
+            .collect();
+        let node = Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name,
+            edges,
+            out_shape,
+            saved: Mutex::new(SavedState::Live(saved)),
+            rule: Box::new(rule),
+        };
+        TensorImpl::new(out, Some(Arc::new(node)), true)
+    });
+    Tensor { inner }
+}
+
+fn saved_of<T: Float>(role: Role, t: &Tensor<T>) -> Saved<T> {
+    let value = t.value();
+    Saved {
+        role,
+        _counted: SavedBuf::new(value.buf.clone()),
+        value,
+        owner: Arc::downgrade(&t.inner),
+        version: t.inner.version.load(Ordering::Acquire),
+    }
+}

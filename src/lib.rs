@@ -1,0 +1,56 @@
+//! # tapegrad
+//!
+//! Define-by-run (eager, PyTorch-style) reverse-mode automatic
+//! differentiation on n-dimensional tensors.
+//!
+//! Every operation on a [`Tensor`] that requires grad is recorded onto a tape
+//! (a graph of backward nodes owned by the tensors); [`Tensor::backward`]
+//! walks it in reverse and accumulates gradients into the leaves.
+//!
+//! ```
+//! use tapegrad::prelude::*;
+//!
+//! let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3]).set_requires_grad(true);
+//! let y = (&x * &x + &x * 2.0).sum(); // y = Σ (x² + 2x)
+//! y.backward();
+//! assert_eq!(x.grad().unwrap().to_vec(), vec![4.0, 6.0, 8.0]); // dy/dx = 2x + 2
+//! ```
+//!
+//! The concepts, in the crate's own words:
+//! - **Leaves** are tensors with no history: made by constructors, by
+//!   [`Tensor::detach`], or under [`no_grad`]. A leaf that
+//!   [requires grad](Tensor::set_requires_grad) receives gradients in
+//!   [`Tensor::grad`]; they **accumulate** across backwards until
+//!   [`Tensor::zero_grad`].
+//! - **Non-leaves** are results of recorded ops. Each points to its backward
+//!   node ([`Tensor::grad_fn_name`]), whose rule reads the values the op
+//!   saved.
+//! - Saved values are freed by backward unless `retain_graph`;
+//!   `create_graph` records the backward itself, for higher derivatives.
+
+#![warn(missing_docs)]
+
+pub mod autograd;
+mod float;
+mod ops;
+mod rng;
+mod storage;
+mod tensor;
+
+pub use autograd::custom::CustomOp;
+pub use autograd::engine::{grad, BackwardOptions, GradOptions};
+pub use autograd::gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
+pub use autograd::memory;
+pub use autograd::mode::{enable_grad, is_grad_enabled, no_grad, GradModeGuard, NoGradGuard};
+pub use float::Float;
+pub use ndarray;
+pub use rng::manual_seed;
+pub use tensor::Tensor;
+
+/// `use tapegrad::prelude::*;` brings in the types and functions of the API.
+pub mod prelude {
+    pub use crate::{
+        enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad, BackwardOptions, CustomOp,
+        Float, GradOptions, GradcheckError, GradcheckOptions, NoGradGuard, Tensor,
+    };
+}

@@ -1,0 +1,220 @@
+//! `+ - * /` between tensors (broadcasting) and with scalars, and unary `-`.
+//!
+//! Gradients of broadcast inputs are summed back to their shapes by
+//! [`Tensor::sum_to`], the one shared reduce-back.
+
+use crate::autograd::node::{record, Save};
+use crate::ops::kernels::{map, zip_map};
+use crate::tensor::dims;
+use crate::{Float, Tensor};
+use smallvec::{smallvec, SmallVec};
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+// d(a + b) = da + db
+fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
+    let out = zip_map("add", &a.value(), &b.value(), |x, y| x + y);
+    let (sa, sb) = (dims(a.shape()), dims(b.shape()));
+    record("AddBackward", &[a, b], out, &[], move |ctx, g| {
+        smallvec![
+            ctx.needs_grad(0).then(|| g.sum_to(&sa)),
+            ctx.needs_grad(1).then(|| g.sum_to(&sb)),
+        ]
+    })
+}
+
+// d(a - b) = da - db
+fn sub<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
+    let out = zip_map("sub", &a.value(), &b.value(), |x, y| x - y);
+    let (sa, sb) = (dims(a.shape()), dims(b.shape()));
+    record("SubBackward", &[a, b], out, &[], move |ctx, g| {
+        smallvec![
+            ctx.needs_grad(0).then(|| g.sum_to(&sa)),
+            ctx.needs_grad(1).then(|| (-g).sum_to(&sb)),
+        ]
+    })
+}
+
+/// Saves input `i` only when the other input needs a gradient (the only
+/// formula that reads it): `w * x` with a constant `w` saves no `x`.
+fn save_for_other<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> SmallVec<[Save; 2]> {
+    let mut saves = SmallVec::new();
+    if b.requires_grad() {
+        saves.push(Save::Input(0));
+    }
+    if a.requires_grad() {
+        saves.push(Save::Input(1));
+    }
+    saves
+}
+
+// d(a * b) = b da + a db
+fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
+    let out = zip_map("mul", &a.value(), &b.value(), |x, y| x * y);
+    let (sa, sb) = (dims(a.shape()), dims(b.shape()));
+    record(
+        "MulBackward",
+        &[a, b],
+        out,
+        &save_for_other(a, b),
+        move |ctx, g| {
+            smallvec![
+                ctx.needs_grad(0).then(|| (g * ctx.input(1)).sum_to(&sa)),
+                ctx.needs_grad(1).then(|| (g * ctx.input(0)).sum_to(&sb)),
+            ]
+        },
+    )
+}
+
+// d(a / b) = da / b - a db / b²
+fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
+    let out = zip_map("div", &a.value(), &b.value(), |x, y| x / y);
+    let (sa, sb) = (dims(a.shape()), dims(b.shape()));
+    let saves: &[Save] = if b.requires_grad() {
+        &[Save::Input(0), Save::Input(1)]
+    } else {
+        &[Save::Input(1)]
+    };
+    record("DivBackward", &[a, b], out, saves, move |ctx, g| {
+        let b = ctx.input(1);
+        smallvec![
+            ctx.needs_grad(0).then(|| (g / &b).sum_to(&sa)),
+            ctx.needs_grad(1)
+                .then(|| (-(g * ctx.input(0)) / (&b * &b)).sum_to(&sb)),
+        ]
+    })
+}
+
+// d(-a) = -da
+fn neg<T: Float>(a: &Tensor<T>) -> Tensor<T> {
+    let out = map(&a.value(), |x| -x);
+    record("NegBackward", &[a], out, &[], |_, g| smallvec![Some(-g)])
+}
+
+// d(a + s) = da
+fn add_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
+    let out = map(&a.value(), |x| x + s);
+    record("AddBackward", &[a], out, &[], |_, g| smallvec![Some(g.clone())])
+}
+
+// d(a - s) = da
+fn sub_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
+    let out = map(&a.value(), |x| x - s);
+    record("SubBackward", &[a], out, &[], |_, g| smallvec![Some(g.clone())])
+}
+
+// d(s - a) = -da
+fn rsub_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
+    let out = map(&a.value(), |x| s - x);
+    record("RsubBackward", &[a], out, &[], |_, g| smallvec![Some(-g)])
+}
+
+// d(a s) = s da
+fn mul_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
+    let out = map(&a.value(), |x| x * s);
+    record("MulBackward", &[a], out, &[], move |_, g| smallvec![Some(g * s)])
+}
+
+// d(a / s) = da / s
+fn div_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
+    let out = map(&a.value(), |x| x / s);
+    record("DivBackward", &[a], out, &[], move |_, g| smallvec![Some(g / s)])
+}
+
+// d(s / a) = -s da / a²
+fn rdiv_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
+    let out = map(&a.value(), |x| s / x);
+    record("DivBackward", &[a], out, &[Save::Input(0)], move |ctx, g| {
+        let a = ctx.input(0);
+        smallvec![Some(g * (-s) / (&a * &a))]
+    })
+}
+
+/// The four owned/borrowed pairs of an operator between tensors, and the
+/// tensor–scalar forms with the scalar on the right.
+macro_rules! tensor_operator {
+    ($Trait:ident, $method:ident, $tensor_fn:ident, $scalar_fn:ident) => {
+        impl<T: Float> $Trait<&Tensor<T>> for &Tensor<T> {
+            type Output = Tensor<T>;
+            fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
+                $tensor_fn(self, rhs)
+            }
+        }
+        impl<T: Float> $Trait<Tensor<T>> for &Tensor<T> {
+            type Output = Tensor<T>;
+            fn $method(self, rhs: Tensor<T>) -> Tensor<T> {
+                $tensor_fn(self, &rhs)
+            }
+        }
+        impl<T: Float> $Trait<&Tensor<T>> for Tensor<T> {
+            type Output = Tensor<T>;
+            fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
+                $tensor_fn(&self, rhs)
+            }
+        }
+        impl<T: Float> $Trait<Tensor<T>> for Tensor<T> {
+            type Output = Tensor<T>;
+            fn $method(self, rhs: Tensor<T>) -> Tensor<T> {
+                $tensor_fn(&self, &rhs)
+            }
+        }
+        impl<T: Float> $Trait<T> for &Tensor<T> {
+            type Output = Tensor<T>;
+            fn $method(self, rhs: T) -> Tensor<T> {
+                $scalar_fn(self, rhs)
+            }
+        }
+        impl<T: Float> $Trait<T> for Tensor<T> {
+            type Output = Tensor<T>;
+            fn $method(self, rhs: T) -> Tensor<T> {
+                $scalar_fn(&self, rhs)
+            }
+        }
+    };
+}
+
+tensor_operator!(Add, add, add, add_scalar);
+tensor_operator!(Sub, sub, sub, sub_scalar);
+tensor_operator!(Mul, mul, mul, mul_scalar);
+tensor_operator!(Div, div, div, div_scalar);
+
+/// A scalar on the left, for `f32` and `f64` (the orphan rule forbids a
+/// generic impl): `$f(tensor, scalar)` computes `scalar op tensor`.
+macro_rules! scalar_operator {
+    ($S:ty, $Trait:ident, $method:ident, $f:ident) => {
+        impl $Trait<&Tensor<$S>> for $S {
+            type Output = Tensor<$S>;
+            fn $method(self, rhs: &Tensor<$S>) -> Tensor<$S> {
+                $f(rhs, self)
+            }
+        }
+        impl $Trait<Tensor<$S>> for $S {
+            type Output = Tensor<$S>;
+            fn $method(self, rhs: Tensor<$S>) -> Tensor<$S> {
+                $f(&rhs, self)
+            }
+        }
+    };
+}
+
+scalar_operator!(f32, Add, add, add_scalar);
+scalar_operator!(f32, Sub, sub, rsub_scalar);
+scalar_operator!(f32, Mul, mul, mul_scalar);
+scalar_operator!(f32, Div, div, rdiv_scalar);
+scalar_operator!(f64, Add, add, add_scalar);
+scalar_operator!(f64, Sub, sub, rsub_scalar);
+scalar_operator!(f64, Mul, mul, mul_scalar);
+scalar_operator!(f64, Div, div, rdiv_scalar);
+
+impl<T: Float> Neg for &Tensor<T> {
+    type Output = Tensor<T>;
+    fn neg(self) -> Tensor<T> {
+        neg(self)
+    }
+}
+
+impl<T: Float> Neg for Tensor<T> {
+    type Output = Tensor<T>;
+    fn neg(self) -> Tensor<T> {
+        neg(&self)
+    }
+}

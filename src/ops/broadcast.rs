@@ -1,0 +1,100 @@
+//! Broadcasting, as NumPy does it, and its gradient: the one place where a
+//! gradient is summed back to the shape of a broadcast input.
+
+use crate::autograd::node::record;
+use crate::storage::{Dims, Value};
+use crate::tensor::dims;
+use crate::{Float, Tensor};
+use ndarray::{Axis, IxDyn};
+use smallvec::smallvec;
+
+/// The shape `a` and `b` broadcast to.
+///
+/// **Panics**, naming `op` and both shapes, if they are incompatible.
+pub(crate) fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Dims {
+    let n = a.len().max(b.len());
+    let mut out: Dims = smallvec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => panic!(
+                "{op}: shapes {a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})"
+            ),
+        };
+    }
+    out
+}
+
+/// **Panics**, naming `op`, unless `from` broadcasts to exactly `to`.
+pub(crate) fn check_broadcasts_to(op: &str, from: &[usize], to: &[usize]) {
+    let ok = from.len() <= to.len()
+        && from
+            .iter()
+            .rev()
+            .zip(to.iter().rev())
+            .all(|(&f, &t)| f == t || f == 1);
+    assert!(ok, "{op}: shape {from:?} cannot be broadcast to {to:?}");
+}
+
+impl<T: Float> Tensor<T> {
+    /// A view of this tensor repeated along new leading dimensions and along
+    /// dimensions of size 1 (no copy: repeated elements share memory).
+    ///
+    /// ```
+    /// let b = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0], &[2]).broadcast_to(&[2, 2]);
+    /// assert_eq!(b.to_vec(), vec![1.0, 2.0, 1.0, 2.0]);
+    /// ```
+    ///
+    /// **Panics** if the shape cannot be broadcast to `shape`.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Tensor<T> {
+        check_broadcasts_to("broadcast_to", self.shape(), shape);
+        let v = self.value();
+        let lead = shape.len() - v.shape.len();
+        let strides = (0..shape.len())
+            .map(|i| {
+                if i < lead || v.shape[i - lead] != shape[i] {
+                    0
+                } else {
+                    v.strides[i - lead]
+                }
+            })
+            .collect();
+        let out = v.with_layout(dims(shape), strides, v.offset);
+        let from = dims(self.shape());
+        record("BroadcastToBackward", &[self], out, &[], move |_, g| {
+            smallvec![Some(g.sum_to(&from))]
+        })
+    }
+
+    /// The sum of this tensor down to `shape`, which it must broadcast from:
+    /// the gradient of a broadcast.
+    pub(crate) fn sum_to(&self, shape: &[usize]) -> Tensor<T> {
+        if self.shape() == shape {
+            return self.clone();
+        }
+        check_broadcasts_to("sum_to", shape, self.shape());
+        // The axes a broadcast added or stretched, summed from the last so
+        // that the indices of the others stay put.
+        let lead = self.ndim() - shape.len();
+        let mut axes = (0..self.ndim())
+            .rev()
+            .filter(|&i| i < lead || (shape[i - lead] == 1 && self.shape()[i] != 1));
+        let v = self.value();
+        let mut sum = v.view().sum_axis(Axis(axes.next().expect("the shapes differ")));
+        for i in axes {
+            sum = sum.sum_axis(Axis(i));
+        }
+        let sum = sum
+            .into_shape_with_order(IxDyn(shape))
+            .expect("same number of elements");
+        let out = Value::from_array(sum);
+        let from = dims(self.shape());
+        record("SumToBackward", &[self], out, &[], move |_, g| {
+            smallvec![Some(g.broadcast_to(&from))]
+        })
+    }
+}

@@ -1,0 +1,39 @@
+//! Loops over elements. Contiguous operands of equal shape run on plain
+//! slices (ndarray's `IxDyn` iteration costs several times more per element
+//! on small tensors); everything else goes through ndarray's `Zip`.
+
+use crate::ops::broadcast::broadcast_shape;
+use crate::storage::Value;
+use crate::Float;
+use ndarray::{Array2, ArrayView2, IxDyn, Zip};
+
+/// `f` of every element, into a fresh row-major buffer.
+pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
+    match x.as_slice() {
+        Some(s) => Value::from_vec(s.iter().map(|&v| f(v)).collect(), &x.shape),
+        None => Value::from_array(x.view().map(|&v| f(v))),
+    }
+}
+
+/// `f` of every pair of elements, broadcasting `a` and `b` as NumPy does.
+///
+/// **Panics** (naming `op` and both shapes) if they do not broadcast.
+pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn(T, T) -> T) -> Value<T> {
+    if a.shape == b.shape {
+        if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
+            return Value::from_vec(x.iter().zip(y).map(|(&x, &y)| f(x, y)).collect(), &a.shape);
+        }
+    }
+    let shape = broadcast_shape(op, &a.shape, &b.shape);
+    let (va, vb) = (a.view(), b.view());
+    let va = va.broadcast(IxDyn(&shape)).expect("shape checked");
+    let vb = vb.broadcast(IxDyn(&shape)).expect("shape checked");
+    Value::from_array(Zip::from(&va).and(&vb).map_collect(|&x, &y| f(x, y)))
+}
+
+/// `a @ b` for 2-D views of any strides (no transposed copies).
+pub(crate) fn gemm<T: Float>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Array2<T> {
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    ndarray::linalg::general_mat_mul(T::one(), a, b, T::zero(), &mut c);
+    c
+}

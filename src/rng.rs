@@ -1,0 +1,52 @@
+//! The crate's random number generator: one per thread, as Rust's
+//! `thread_rng`, so tests in parallel threads cannot disturb each other.
+
+use crate::Float;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
+
+thread_local! {
+    static RNG: RefCell<StdRng> = RefCell::new(StdRng::from_os_rng());
+}
+
+/// Seeds this thread's generator (used by `randn`, `rand` and `dropout`).
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// tapegrad::manual_seed(7);
+/// let a = Tensor::<f32>::randn(&[4]).to_vec();
+/// tapegrad::manual_seed(7);
+/// assert_eq!(a, Tensor::<f32>::randn(&[4]).to_vec());
+/// ```
+pub fn manual_seed(seed: u64) {
+    RNG.with(|r| *r.borrow_mut() = StdRng::seed_from_u64(seed));
+}
+
+/// Runs `f` with this thread's generator.
+pub(crate) fn with_rng<R>(f: impl FnOnce(&mut StdRng) -> R) -> R {
+    RNG.with(|r| f(&mut r.borrow_mut()))
+}
+
+/// `n` samples uniform in [0, 1).
+pub(crate) fn uniform<T: Float>(n: usize) -> Vec<T> {
+    with_rng(|r| (0..n).map(|_| T::of(r.random::<f64>())).collect())
+}
+
+/// `n` samples from the standard normal distribution (Box-Muller).
+pub(crate) fn normal<T: Float>(n: usize) -> Vec<T> {
+    with_rng(|r| {
+        let mut out = Vec::with_capacity(n + 1);
+        while out.len() < n {
+            // 1 - u lies in (0, 1], so the logarithm is finite.
+            let u1: f64 = 1.0 - r.random::<f64>();
+            let u2: f64 = r.random::<f64>();
+            let radius = (-2.0 * u1.ln()).sqrt();
+            let angle = std::f64::consts::TAU * u2;
+            out.push(T::of(radius * angle.cos()));
+            out.push(T::of(radius * angle.sin()));
+        }
+        out.truncate(n);
+        out
+    })
+}

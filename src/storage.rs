@@ -1,0 +1,185 @@
+//! Buffers and layouts: the data behind a tensor.
+//!
+//! A [`Buffer`] is an immutable-once-shared `Vec<T>` behind an `Arc`; a
+//! [`Value`] is a buffer plus a strided layout (shape, strides, offset), so
+//! that views (`t`, `narrow`, `broadcast_to`, ...) are a new `Value` over the
+//! same buffer, made in O(1). Writes go into a buffer only while it is owned
+//! uniquely (`Arc::get_mut`); otherwise the writer makes a fresh copy
+//! (copy-on-write), which is why views and saved values are snapshots.
+
+use crate::Float;
+use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
+use smallvec::SmallVec;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+/// Shapes and strides: inline up to 4 dimensions.
+pub(crate) type Dims = SmallVec<[usize; 4]>;
+
+/// One allocation of elements.
+pub(crate) struct Buffer<T> {
+    pub(crate) data: Vec<T>,
+    /// Set when a recorded op made this buffer (a non-leaf's data): only such
+    /// buffers count in `memory::saved_bytes` (leaves are the user's memory).
+    pub(crate) countable: AtomicBool,
+    /// How many saved values of live graphs refer to this buffer.
+    pub(crate) saved_refs: AtomicUsize,
+}
+
+impl<T> Buffer<T> {
+    pub(crate) fn new(data: Vec<T>) -> Arc<Self> {
+        Arc::new(Buffer {
+            data,
+            countable: AtomicBool::new(false),
+            saved_refs: AtomicUsize::new(0),
+        })
+    }
+
+    /// The whole allocation, in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.capacity() * std::mem::size_of::<T>()
+    }
+}
+
+/// A buffer seen through a strided layout. Cheap to clone.
+pub(crate) struct Value<T> {
+    pub(crate) buf: Arc<Buffer<T>>,
+    pub(crate) shape: Dims,
+    pub(crate) strides: Dims,
+    pub(crate) offset: usize,
+}
+
+impl<T> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        Value {
+            buf: self.buf.clone(),
+            shape: self.shape.clone(),
+            strides: self.strides.clone(),
+            offset: self.offset,
+        }
+    }
+}
+
+/// Row-major strides of `shape`.
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Dims {
+    let mut strides: Dims = SmallVec::from_elem(0, shape.len());
+    let mut acc = 1;
+    for (s, &d) in strides.iter_mut().zip(shape).rev() {
+        *s = acc;
+        acc *= d;
+    }
+    strides
+}
+
+impl<T: Float> Value<T> {
+    /// A fresh buffer holding `data` in row-major order.
+    ///
+    /// **Panics** if `data.len()` is not the product of `shape`.
+    pub(crate) fn from_vec(data: Vec<T>, shape: &[usize]) -> Self {
+        let n: usize = shape.iter().product();
+        assert_eq!(
+            data.len(),
+            n,
+            "from_vec: {} elements cannot have shape {:?} ({} elements)",
+            data.len(),
+            shape,
+            n
+        );
+        Value {
+            buf: Buffer::new(data),
+            shape: SmallVec::from_slice(shape),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
+    }
+
+    /// Takes over an ndarray's allocation without copying, whatever its
+    /// (non-negative) strides.
+    pub(crate) fn from_array(a: ArrayD<T>) -> Self {
+        let shape: Dims = SmallVec::from_slice(a.shape());
+        if a.strides().iter().any(|&s| s < 0) {
+            return Self::from_vec(a.iter().copied().collect(), &shape);
+        }
+        let strides: Dims = a.strides().iter().map(|&s| s as usize).collect();
+        let (data, offset) = a.into_raw_vec_and_offset();
+        Value {
+            buf: Buffer::new(data),
+            shape,
+            strides,
+            offset: offset.unwrap_or(0),
+        }
+    }
+
+    pub(crate) fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the elements lie row-major and back to back.
+    pub(crate) fn is_contiguous(&self) -> bool {
+        let mut expected = 1;
+        for (&d, &s) in self.shape.iter().zip(&self.strides).rev() {
+            if d == 0 {
+                return true;
+            }
+            if d != 1 && s != expected {
+                return false;
+            }
+            expected *= d;
+        }
+        true
+    }
+
+    /// The elements as a row-major slice, when the layout allows one.
+    pub(crate) fn as_slice(&self) -> Option<&[T]> {
+        if self.is_contiguous() {
+            Some(&self.buf.data[self.offset..self.offset + self.numel()])
+        } else {
+            None
+        }
+    }
+
+    /// An ndarray view of the elements (zero-copy).
+    pub(crate) fn view(&self) -> ArrayViewD<'_, T> {
+        if self.numel() == 0 {
+            return ArrayViewD::from_shape(IxDyn(&self.shape), &[]).expect("empty view");
+        }
+        let strides = IxDyn(&self.strides);
+        // SAFETY: the layout was built by this crate so that every index in
+        // `shape` lands inside `buf.data` (offset + sum((d-1)*stride) < len);
+        // strides are non-negative; the buffer outlives the borrow of `self`.
+        unsafe {
+            ArrayViewD::from_shape_ptr(
+                IxDyn(&self.shape).strides(strides),
+                self.buf.data.as_ptr().add(self.offset),
+            )
+        }
+    }
+
+    /// A row-major copy of the elements (no copy of the buffer itself when it
+    /// already is row-major and whole).
+    pub(crate) fn to_vec(&self) -> Vec<T> {
+        match self.as_slice() {
+            Some(s) => s.to_vec(),
+            None => self.view().iter().copied().collect(),
+        }
+    }
+
+    /// The same elements, row-major in a buffer of their own if they were not.
+    pub(crate) fn contiguous(&self) -> Value<T> {
+        if self.is_contiguous() {
+            self.clone()
+        } else {
+            Value::from_vec(self.to_vec(), &self.shape)
+        }
+    }
+
+    /// The same buffer seen with another layout (a view).
+    pub(crate) fn with_layout(&self, shape: Dims, strides: Dims, offset: usize) -> Value<T> {
+        Value {
+            buf: self.buf.clone(),
+            shape,
+            strides,
+            offset,
+        }
+    }
+}

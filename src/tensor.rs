@@ -1,0 +1,496 @@
+//! The `Tensor` handle: data, shape, gradient, `requires_grad`, and the node
+//! that made it.
+
+use crate::autograd::node::{Edge, Node};
+use crate::storage::{Buffer, Dims, Value};
+use crate::{rng, Float};
+use ndarray::{ArrayD, ArrayViewD};
+use smallvec::SmallVec;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// What a handle points to. Clones of a [`Tensor`] share one of these.
+pub(crate) struct TensorImpl<T: Float> {
+    /// Immutable: in-place ops keep the shape.
+    shape: Dims,
+    /// Replaced (copy-on-write) by in-place ops; read by everything else.
+    data: RwLock<Value<T>>,
+    /// Bumped by every in-place write; saved values compare it on unpack.
+    pub(crate) version: AtomicU64,
+    requires_grad: AtomicBool,
+    /// The node that made this tensor: `None` for leaves.
+    pub(crate) node: Option<Arc<Node<T>>>,
+    /// A leaf's accumulated gradient.
+    grad: Mutex<Option<Tensor<T>>>,
+}
+
+impl<T: Float> TensorImpl<T> {
+    pub(crate) fn new(value: Value<T>, node: Option<Arc<Node<T>>>, requires_grad: bool) -> Self {
+        TensorImpl {
+            shape: value.shape.clone(),
+            data: RwLock::new(value),
+            version: AtomicU64::new(0),
+            requires_grad: AtomicBool::new(requires_grad),
+            node,
+            grad: Mutex::new(None),
+        }
+    }
+}
+
+/// An n-dimensional array of `f32` or `f64` that records the operations made
+/// with it, so that [`backward`](Tensor::backward) can compute gradients.
+///
+/// A `Tensor` is a cheap handle: `clone()` is O(1) and clones share data,
+/// `.grad` and `requires_grad` (it is not `torch.clone()`). It is
+/// `Send + Sync`.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).set_requires_grad(true);
+/// let y = (&x * &x).sum(); // y = Σ x²
+/// y.backward();
+/// assert_eq!(x.grad().unwrap().to_vec(), vec![2.0, 4.0, 6.0]); // dy/dx = 2x
+/// ```
+pub struct Tensor<T: Float = f32> {
+    pub(crate) inner: Arc<TensorImpl<T>>,
+}
+
+impl<T: Float> Clone for Tensor<T> {
+    /// Copies the handle (O(1)): the clone shares data, `.grad` and
+    /// `requires_grad`.
+    fn clone(&self) -> Self {
+        Tensor {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+fn read<U>(lock: &RwLock<U>) -> std::sync::RwLockReadGuard<'_, U> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------- construction
+impl<T: Float> Tensor<T> {
+    /// A leaf holding `value`.
+    pub(crate) fn from_value(value: Value<T>) -> Self {
+        Tensor {
+            inner: Arc::new(TensorImpl::new(value, None, false)),
+        }
+    }
+
+    /// A non-leaf holding `value`, made by `node`.
+    pub(crate) fn with_node(value: Value<T>, node: Arc<Node<T>>) -> Self {
+        Tensor {
+            inner: Arc::new(TensorImpl::new(value, Some(node), true)),
+        }
+    }
+
+    /// A tensor from row-major `data`.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    /// assert_eq!(t.shape(), &[2, 3]);
+    /// ```
+    ///
+    /// **Panics** if `data.len()` is not the product of `shape`.
+    pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Self {
+        Self::from_value(Value::from_vec(data, shape))
+    }
+
+    /// A tensor taking over an ndarray (no copy).
+    ///
+    /// ```
+    /// use tapegrad::{ndarray, Tensor};
+    /// let t = Tensor::from_array(ndarray::ArrayD::<f64>::zeros(ndarray::IxDyn(&[2, 2])));
+    /// assert_eq!(t.shape(), &[2, 2]);
+    /// ```
+    pub fn from_array(a: ArrayD<T>) -> Self {
+        Self::from_value(Value::from_array(a))
+    }
+
+    /// A 0-dimensional tensor (shape `[]`).
+    ///
+    /// ```
+    /// let s = tapegrad::Tensor::scalar(2.5f32);
+    /// assert_eq!((s.shape(), s.item()), (&[][..], 2.5));
+    /// ```
+    pub fn scalar(v: T) -> Self {
+        Self::from_vec(vec![v], &[])
+    }
+
+    /// A tensor of `shape` filled with `v`.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::full(&[2], 7.0f32);
+    /// assert_eq!(t.to_vec(), vec![7.0, 7.0]);
+    /// ```
+    pub fn full(shape: &[usize], v: T) -> Self {
+        Self::from_vec(vec![v; shape.iter().product()], shape)
+    }
+
+    /// A tensor of zeros.
+    ///
+    /// ```
+    /// assert_eq!(tapegrad::Tensor::<f32>::zeros(&[2]).to_vec(), vec![0.0, 0.0]);
+    /// ```
+    pub fn zeros(shape: &[usize]) -> Self {
+        Self::full(shape, T::zero())
+    }
+
+    /// A tensor of ones.
+    ///
+    /// ```
+    /// assert_eq!(tapegrad::Tensor::<f32>::ones(&[2]).to_vec(), vec![1.0, 1.0]);
+    /// ```
+    pub fn ones(shape: &[usize]) -> Self {
+        Self::full(shape, T::one())
+    }
+
+    /// Samples from the standard normal distribution, drawn from this
+    /// thread's generator (see [`manual_seed`](crate::manual_seed)).
+    ///
+    /// ```
+    /// tapegrad::manual_seed(0);
+    /// let t = tapegrad::Tensor::<f32>::randn(&[3, 4]);
+    /// assert_eq!(t.numel(), 12);
+    /// ```
+    pub fn randn(shape: &[usize]) -> Self {
+        Self::from_vec(rng::normal(shape.iter().product()), shape)
+    }
+
+    /// Samples uniform in [0, 1), drawn from this thread's generator.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::<f64>::rand(&[100]);
+    /// assert!(t.to_vec().iter().all(|&v| (0.0..1.0).contains(&v)));
+    /// ```
+    pub fn rand(shape: &[usize]) -> Self {
+        Self::from_vec(rng::uniform(shape.iter().product()), shape)
+    }
+}
+
+impl<T: Float> From<ArrayD<T>> for Tensor<T> {
+    fn from(a: ArrayD<T>) -> Self {
+        Tensor::from_array(a)
+    }
+}
+
+// --------------------------------------------------------------------- reading
+impl<T: Float> Tensor<T> {
+    /// The data and layout (a cheap clone of the handle's current value).
+    pub(crate) fn value(&self) -> Value<T> {
+        read(&self.inner.data).clone()
+    }
+
+    /// Whether this tensor's data lives in `buf`.
+    pub(crate) fn uses_buffer(&self, buf: &Arc<Buffer<T>>) -> bool {
+        Arc::ptr_eq(&read(&self.inner.data).buf, buf)
+    }
+
+    /// The size of each dimension.
+    pub fn shape(&self) -> &[usize] {
+        &self.inner.shape
+    }
+
+    /// The number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.inner.shape.len()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.inner.shape.iter().product()
+    }
+
+    /// The elements in row-major order (a copy).
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
+    /// assert_eq!(t.t().to_vec(), vec![1.0, 3.0, 2.0, 4.0]);
+    /// ```
+    pub fn to_vec(&self) -> Vec<T> {
+        read(&self.inner.data).to_vec()
+    }
+
+    /// The elements as an ndarray (a copy).
+    pub fn to_array(&self) -> ArrayD<T> {
+        self.with_array(|v| v.to_owned())
+    }
+
+    /// Reads the elements through a zero-copy ndarray view.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0], &[2]);
+    /// assert_eq!(t.with_array(|v| v.sum()), 3.0);
+    /// ```
+    pub fn with_array<R>(&self, f: impl FnOnce(ArrayViewD<'_, T>) -> R) -> R {
+        let value = self.value();
+        f(value.view())
+    }
+
+    /// The single element of a one-element tensor.
+    ///
+    /// **Panics** unless `numel() == 1`.
+    pub fn item(&self) -> T {
+        assert_eq!(
+            self.numel(),
+            1,
+            "item: only a tensor with one element can be converted to a scalar, but this one has \
+             shape {:?} ({} elements)",
+            self.shape(),
+            self.numel()
+        );
+        let v = read(&self.inner.data);
+        v.buf.data[v.offset]
+    }
+}
+
+// -------------------------------------------------------------- autograd state
+impl<T: Float> Tensor<T> {
+    /// Marks a leaf as needing a gradient (or not); returns the same handle.
+    ///
+    /// ```
+    /// let w = tapegrad::Tensor::<f32>::zeros(&[3]).set_requires_grad(true);
+    /// assert!(w.requires_grad() && w.is_leaf());
+    /// ```
+    ///
+    /// **Panics** when asked to turn it off on a non-leaf (use
+    /// [`detach`](Tensor::detach)), as PyTorch does.
+    pub fn set_requires_grad(&self, flag: bool) -> Tensor<T> {
+        if self.inner.node.is_some() {
+            assert!(
+                flag,
+                "set_requires_grad(false): you can only change requires_grad of leaf tensors; \
+                 this tensor was made by {} (use detach() for a copy without history)",
+                self.grad_fn_name().unwrap_or_default()
+            );
+        } else {
+            self.inner.requires_grad.store(flag, Ordering::Relaxed);
+        }
+        self.clone()
+    }
+
+    /// Whether gradients flow to or through this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.inner.node.is_some() || self.inner.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Whether this tensor has no history: made by a constructor, by
+    /// [`detach`](Tensor::detach), under [`no_grad`](crate::no_grad), or by
+    /// ops on tensors that need no grad.
+    pub fn is_leaf(&self) -> bool {
+        self.inner.node.is_none()
+    }
+
+    /// The gradient accumulated into this leaf by backward; `None` before any
+    /// backward, after [`zero_grad`](Tensor::zero_grad), and for non-leaves.
+    pub fn grad(&self) -> Option<Tensor<T>> {
+        lock(&self.inner.grad).clone()
+    }
+
+    /// Sets the gradient back to `None`.
+    pub fn zero_grad(&self) {
+        *lock(&self.inner.grad) = None;
+    }
+
+    /// The accumulated gradient slot, for the engine.
+    pub(crate) fn grad_slot(&self) -> MutexGuard<'_, Option<Tensor<T>>> {
+        lock(&self.inner.grad)
+    }
+
+    /// The same data with no history and `requires_grad() == false` (O(1)).
+    ///
+    /// ```
+    /// use tapegrad::prelude::*;
+    /// let x = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// let d = (&x * 2.0).detach();
+    /// assert!(d.is_leaf() && !d.requires_grad());
+    /// ```
+    pub fn detach(&self) -> Tensor<T> {
+        Tensor::from_value(self.value())
+    }
+
+    /// The name of the backward node that made this tensor (for example
+    /// `"MulBackward"`); `None` for leaves.
+    pub fn grad_fn_name(&self) -> Option<String> {
+        self.inner.node.as_ref().map(|n| n.name.to_string())
+    }
+
+    /// Where a gradient for this tensor goes, as an input of a new op.
+    pub(crate) fn edge(&self) -> Edge<T> {
+        match &self.inner.node {
+            Some(node) => Edge::Node(node.clone()),
+            None if self.requires_grad() => Edge::Leaf(Arc::downgrade(&self.inner)),
+            None => Edge::None,
+        }
+    }
+}
+
+// ----------------------------------------------------------------- in place
+impl<T: Float> Tensor<T> {
+    /// Writes `f(self, other)` into this tensor: into its own buffer when
+    /// the buffer is not shared, into a fresh one otherwise (so views and
+    /// saved values keep the old data). Bumps the version.
+    fn write_in_place(&self, op: &str, other: Option<&Tensor<T>>, f: impl Fn(T, T) -> T) {
+        if crate::is_grad_enabled() {
+            assert!(
+                !(self.is_leaf() && self.requires_grad()),
+                "{op}: a leaf tensor that requires grad is being used in an in-place operation; \
+                 wrap the update in tapegrad::no_grad (as an optimizer step does)"
+            );
+            assert!(
+                self.is_leaf(),
+                "{op}: in-place operations on a tensor with history ({}) are not supported; use \
+                 the out-of-place op",
+                self.grad_fn_name().unwrap_or_default()
+            );
+            assert!(
+                !other.is_some_and(|o| o.requires_grad()),
+                "{op}: the operand requires grad, but in-place operations are not recorded; use \
+                 the out-of-place op, or run it under tapegrad::no_grad"
+            );
+        }
+        let other = other.map(|o| {
+            let v = o.value();
+            crate::ops::broadcast::check_broadcasts_to(op, &v.shape, self.shape());
+            v
+        });
+        let mut data = self.inner.data.write().unwrap_or_else(|e| e.into_inner());
+        let contiguous = data.is_contiguous() && data.numel() == data.buf.data.len();
+        let in_place = contiguous && Arc::get_mut(&mut data.buf).is_some();
+        if in_place {
+            let buf = Arc::get_mut(&mut data.buf).expect("checked unique");
+            let mut dst =
+                ndarray::ArrayViewMutD::from_shape(ndarray::IxDyn(&self.inner.shape), &mut buf.data)
+                    .expect("contiguous buffer");
+            match &other {
+                Some(o) => {
+                    let src = o.view();
+                    let src = src.broadcast(dst.raw_dim()).expect("checked broadcast");
+                    ndarray::Zip::from(&mut dst)
+                        .and(&src)
+                        .for_each(|d, &s| *d = f(*d, s));
+                }
+                None => dst.map_inplace(|d| *d = f(*d, T::zero())),
+            }
+        } else {
+            let old = data.view();
+            let new = match &other {
+                Some(o) => {
+                    let src = o.view();
+                    let src = src.broadcast(old.raw_dim()).expect("checked broadcast");
+                    ndarray::Zip::from(&old).and(&src).map_collect(|&d, &s| f(d, s))
+                }
+                None => old.map(|&d| f(d, T::zero())),
+            };
+            let countable = data.buf.countable.load(Ordering::Relaxed);
+            let fresh = Value::from_array(new);
+            fresh.buf.countable.store(countable, Ordering::Relaxed);
+            *data = fresh;
+        }
+        self.inner.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `self += other` in place (`other` broadcasts to `self`'s shape).
+    ///
+    /// ```
+    /// use tapegrad::prelude::*;
+    /// let w = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// tapegrad::no_grad(|| w.add_(&Tensor::full(&[2], 0.5)));
+    /// assert_eq!(w.to_vec(), vec![1.5, 1.5]);
+    /// ```
+    ///
+    /// **Panics** on a leaf that requires grad unless under
+    /// [`no_grad`](crate::no_grad), on a tensor with history, and when
+    /// `other` does not broadcast to `self`'s shape.
+    pub fn add_(&self, other: &Tensor<T>) {
+        self.write_in_place("add_", Some(other), |a, b| a + b);
+    }
+
+    /// `self -= other` in place; see [`add_`](Tensor::add_).
+    pub fn sub_(&self, other: &Tensor<T>) {
+        self.write_in_place("sub_", Some(other), |a, b| a - b);
+    }
+
+    /// `self *= other` in place; see [`add_`](Tensor::add_).
+    pub fn mul_(&self, other: &Tensor<T>) {
+        self.write_in_place("mul_", Some(other), |a, b| a * b);
+    }
+
+    /// Copies `src` (broadcast to `self`'s shape) into `self`; see
+    /// [`add_`](Tensor::add_).
+    pub fn copy_(&self, src: &Tensor<T>) {
+        self.write_in_place("copy_", Some(src), |_, b| b);
+    }
+
+    /// Sets every element to `v`; see [`add_`](Tensor::add_).
+    pub fn fill_(&self, v: T) {
+        self.write_in_place("fill_", None, |_, _| v);
+    }
+}
+
+impl<T: Float> Tensor<T> {
+    /// `self += g` in the buffer, if this handle, its buffer and the layout
+    /// allow it (unshared, leaf, contiguous, same shape). For the engine's
+    /// gradient sums; returns whether it happened.
+    pub(crate) fn try_add_in_place(&mut self, g: &Tensor<T>) -> bool {
+        let Some(inner) = Arc::get_mut(&mut self.inner) else {
+            return false;
+        };
+        if inner.node.is_some() || inner.shape != g.inner.shape {
+            return false;
+        }
+        let data = inner.data.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !data.is_contiguous() || data.numel() != data.buf.data.len() {
+            return false;
+        }
+        let Some(buf) = Arc::get_mut(&mut data.buf) else {
+            return false;
+        };
+        let src = g.value();
+        match src.as_slice() {
+            Some(s) => buf.data.iter_mut().zip(s).for_each(|(d, &s)| *d = *d + s),
+            None => buf
+                .data
+                .iter_mut()
+                .zip(src.view().iter())
+                .for_each(|(d, &s)| *d = *d + s),
+        }
+        inner.version.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+}
+
+// ------------------------------------------------------------------- printing
+impl<T: Float> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 8;
+        let data = self.value();
+        let mut elems: Vec<String> = data.view().iter().take(SHOWN).map(|v| format!("{v:?}")).collect();
+        if self.numel() > SHOWN {
+            elems.push("...".to_string());
+        }
+        write!(
+            f,
+            "Tensor<{}>(shape={:?}, data=[{}]",
+            T::DTYPE,
+            self.shape(),
+            elems.join(", ")
+        )?;
+        match self.grad_fn_name() {
+            Some(name) => write!(f, ", grad_fn={name})"),
+            None => write!(f, ", requires_grad={})", self.requires_grad()),
+        }
+    }
+}
+
+/// Shorthand used by ops: a `Dims` from a slice.
+pub(crate) fn dims(s: &[usize]) -> Dims {
+    SmallVec::from_slice(s)
+}
