@@ -39,7 +39,11 @@ fn main() {
     let n = 256;
     let xs: Vec<f32> = (0..n).map(|i| -1.0 + 2.0 * i as f32 / (n - 1) as f32).collect();
     let noise = Tensor::<f32>::randn(&[n]).to_vec();
-    let ys: Vec<f32> = xs.iter().zip(&noise).map(|(x, e)| (3.0 * x).sin() + 0.05 * e).collect();
+    let ys: Vec<f32> = xs
+        .iter()
+        .zip(&noise)
+        .map(|(x, e)| (3.0 * x).sin() + 0.05 * e)
+        .collect();
     let x = Tensor::from_vec(xs, &[n, 1]);
     let y = Tensor::from_vec(ys, &[n, 1]);
 

@@ -54,3 +54,8 @@ pub mod prelude {
         Float, GradOptions, GradcheckError, GradcheckOptions, NoGradGuard, Tensor,
     };
 }
+
+/// The README's example, compiled and run as a doc-test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,123 @@
+//! `memory::saved_bytes` against a counting global allocator.
+//!
+//! The counters are process-wide, so this file holds a single test: nothing
+//! else runs in this process while it measures.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes};
+use tapegrad::prelude::*;
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+const N: usize = 1 << 16; // elements per tensor: 256 KiB in f32
+const BYTES: usize = N * 4;
+
+/// Forward of a chain of `depth` ops that each save one fresh buffer, with
+/// every intermediate handle dropped: what stays alive is what the graph
+/// saved.
+fn chain(x: &Tensor<f32>, depth: usize) -> Tensor<f32> {
+    let mut y = x.clone();
+    for _ in 0..depth {
+        y = y.tanh(); // saves its output
+    }
+    y.sum()
+}
+
+#[test]
+fn saved_bytes_matches_the_heap() {
+    let x = Tensor::<f32>::rand(&[N]).set_requires_grad(true);
+    let w = Tensor::<f32>::rand(&[N]).set_requires_grad(true);
+
+    // Leaves are excluded: an op on two leaves saves only user memory.
+    let before = saved_bytes();
+    let prod = &x * &w;
+    assert_eq!(saved_bytes(), before, "saving leaves must not count");
+    drop(prod);
+
+    // A chain: the heap held by the graph is the saved buffers (plus small
+    // per-node bookkeeping), and saved_bytes says so.
+    let depth = 8;
+    let heap0 = live();
+    let saved0 = saved_bytes();
+    reset_peak();
+    let loss = chain(&x, depth);
+    let heap_graph = live() - heap0;
+    let saved = saved_bytes() - saved0;
+    assert_eq!(saved, depth * BYTES, "each tanh output saved once");
+    assert!(
+        heap_graph >= saved,
+        "the saved buffers are really on the heap: {heap_graph} < {saved}"
+    );
+    assert!(
+        heap_graph <= saved + depth * 1024,
+        "the graph holds more than its saved values: heap {heap_graph}, saved {saved}"
+    );
+    assert_eq!(peak_saved_bytes(), saved0 + saved);
+
+    // Backward frees the saved values; dropping the output frees the rest.
+    loss.backward();
+    assert_eq!(
+        saved_bytes(),
+        saved0,
+        "backward without retain_graph frees what was saved"
+    );
+    drop(loss);
+    let grad_bytes = x.grad().map(|g| g.numel() * 4).unwrap_or(0);
+    assert!(
+        live() <= heap0 + grad_bytes + 1024,
+        "heap not back after backward and drop: {} over the baseline",
+        live() - heap0
+    );
+    assert_eq!(
+        peak_saved_bytes(),
+        saved0 + depth * BYTES,
+        "the peak survives the release"
+    );
+    x.zero_grad();
+
+    // One buffer saved several times (by several nodes, and through a view)
+    // counts once.
+    let saved0 = saved_bytes();
+    let h = x.exp(); // saves h (output)
+    let h2 = &h * &h; // saves h twice (inputs 0 and 1)
+    let ht = h.reshape(&[N / 2, 2]).t(); // views of h
+    let h3 = ht.powf(2.0); // saves a view of h
+    let extra = saved_bytes() - saved0;
+    // h (once), plus h2 and h3 save nothing fresh of their own.
+    assert_eq!(extra, BYTES, "h counted once although saved four times");
+    let l = h2.sum() + h3.sum();
+    drop((h, h2, ht, h3));
+    l.backward_opts(BackwardOptions {
+        retain_graph: true,
+        ..Default::default()
+    });
+    assert_eq!(saved_bytes() - saved0, BYTES, "retain_graph keeps them");
+    drop(l);
+    assert_eq!(saved_bytes(), saved0, "dropping the graph releases them");
+}
