@@ -41,6 +41,9 @@ pub trait Float:
 
     /// Converts to `f64` (exact).
     fn as_f64(self) -> f64;
+
+    /// The error function.
+    fn erf(self) -> Self;
 }
 
 impl Float for f32 {
@@ -53,6 +56,10 @@ impl Float for f32 {
     fn as_f64(self) -> f64 {
         self as f64
     }
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
 }
 
 impl Float for f64 {
@@ -64,5 +71,9 @@ impl Float for f64 {
     #[inline]
     fn as_f64(self) -> f64 {
         self
+    }
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erf(self)
     }
 }

@@ -219,9 +219,16 @@ fn describe(role: Role) -> String {
 }
 
 /// What an op asks [`record`] to save for its backward.
+#[derive(Clone, Copy)]
 pub(crate) enum Save {
     Input(usize),
     Output,
+}
+
+/// Counts `t`'s buffer in `memory::saved_bytes` while saved: for a
+/// constant an op made only for its backward (dropout's mask).
+pub(crate) fn mark_graph_memory<T: Float>(t: &Tensor<T>) {
+    t.value().buf.countable.store(true, Ordering::Relaxed);
 }
 
 /// Whether an op on `inputs` is recorded now.

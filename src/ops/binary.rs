@@ -129,6 +129,106 @@ fn rdiv_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
     })
 }
 
+impl<T: Float> Tensor<T> {
+    /// `selfᵉ` elementwise with a tensor exponent (broadcasting;
+    /// `torch.pow(x, e)`).
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let x = Tensor::from_vec(vec![2.0f64, 3.0], &[2]);
+    /// assert_eq!(x.pow(&Tensor::from_vec(vec![3.0, 2.0], &[2])).to_vec(), vec![8.0, 9.0]);
+    /// ```
+    ///
+    /// **Panics** if the shapes do not broadcast.
+    pub fn pow(&self, exponent: &Tensor<T>) -> Tensor<T> {
+        // d aᵇ = b aᵇ⁻¹ da + aᵇ ln(a) db; the db part is 0 where a = 0 and
+        // b >= 0 (as PyTorch), which `ln(a + m) (1 - m)` gives with a
+        // constant mask m of those places, without NaN from 0 * ln(0).
+        let out = zip_map("pow", &self.value(), &exponent.value(), T::powf);
+        let (sa, sb) = (dims(self.shape()), dims(exponent.shape()));
+        let saves = [Save::Input(0), Save::Input(1), Save::Output];
+        record("PowBackward", &[self, exponent], out, &saves, move |ctx, g| {
+            let (a, b) = (ctx.input(0), ctx.input(1));
+            let ga = ctx.needs_grad(0).then(|| (g * &b * a.pow(&(&b - T::one()))).sum_to(&sa));
+            let gb = ctx.needs_grad(1).then(|| {
+                let zero_base = Tensor::from_value(zip_map("pow", &a.value(), &b.value(), |x, e| {
+                    if x == T::zero() && e >= T::zero() {
+                        T::one()
+                    } else {
+                        T::zero()
+                    }
+                }));
+                let ln_a = (&a + &zero_base).ln() * (-&zero_base + T::one());
+                (g * ctx.output() * ln_a).sum_to(&sb)
+            });
+            smallvec![ga, gb]
+        })
+    }
+
+    /// The elementwise maximum of two tensors (broadcasting; NaN wins, as
+    /// PyTorch). At ties each input gets half the gradient.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0f32, 5.0], &[2]);
+    /// assert_eq!(a.maximum(&Tensor::from_vec(vec![3.0, 2.0], &[2])).to_vec(), vec![3.0, 5.0]);
+    /// ```
+    ///
+    /// **Panics** if the shapes do not broadcast.
+    pub fn maximum(&self, other: &Tensor<T>) -> Tensor<T> {
+        self.extremum("maximum", "MaximumBackward", other, |x, y| x > y)
+    }
+
+    /// The elementwise minimum of two tensors; see [`maximum`](Tensor::maximum).
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0f32, 5.0], &[2]);
+    /// assert_eq!(a.minimum(&Tensor::from_vec(vec![3.0, 2.0], &[2])).to_vec(), vec![1.0, 2.0]);
+    /// ```
+    pub fn minimum(&self, other: &Tensor<T>) -> Tensor<T> {
+        self.extremum("minimum", "MinimumBackward", other, |x, y| x < y)
+    }
+
+    /// `maximum` or `minimum`: `wins(x, y)` says when `x` is picked over `y`.
+    fn extremum(
+        &self,
+        op: &'static str,
+        name: &'static str,
+        other: &Tensor<T>,
+        wins: fn(T, T) -> bool,
+    ) -> Tensor<T> {
+        let pick = move |x: T, y: T| {
+            if x.is_nan() || y.is_nan() {
+                T::nan()
+            } else if wins(y, x) {
+                y
+            } else {
+                x
+            }
+        };
+        let out = zip_map(op, &self.value(), &other.value(), pick);
+        let (sa, sb) = (dims(self.shape()), dims(other.shape()));
+        record(name, &[self, other], out, &[Save::Input(0), Save::Input(1)], move |ctx, g| {
+            // The share of the gradient that goes to `self`: 1, 0, or ½ at ties.
+            let (a, b) = (ctx.input(0).value(), ctx.input(1).value());
+            let share = Tensor::from_value(zip_map(op, &a, &b, move |x, y| {
+                if x == y {
+                    T::of(0.5)
+                } else if wins(x, y) {
+                    T::one()
+                } else {
+                    T::zero()
+                }
+            }));
+            smallvec![
+                ctx.needs_grad(0).then(|| (g * &share).sum_to(&sa)),
+                ctx.needs_grad(1).then(|| (g * (-&share + T::one())).sum_to(&sb)),
+            ]
+        })
+    }
+}
+
 /// The four owned/borrowed pairs of an operator between tensors, and the
 /// tensor–scalar forms with the scalar on the right.
 macro_rules! tensor_operator {

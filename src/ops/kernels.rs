@@ -5,7 +5,7 @@
 use crate::ops::broadcast::broadcast_shape;
 use crate::storage::Value;
 use crate::Float;
-use ndarray::{Array2, ArrayView2, IxDyn, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2, IxDyn, Zip};
 
 /// `f` of every element, into a fresh row-major buffer.
 pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
@@ -31,9 +31,7 @@ pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn
     Value::from_array(Zip::from(&va).and(&vb).map_collect(|&x, &y| f(x, y)))
 }
 
-/// `a @ b` for 2-D views of any strides (no transposed copies).
-pub(crate) fn gemm<T: Float>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Array2<T> {
-    let mut c = Array2::zeros((a.nrows(), b.ncols()));
-    ndarray::linalg::general_mat_mul(T::one(), a, b, T::zero(), &mut c);
-    c
+/// `c = a @ b` for 2-D views of any strides (no transposed copies).
+pub(crate) fn gemm_into<T: Float>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, c: &mut ArrayViewMut2<'_, T>) {
+    ndarray::linalg::general_mat_mul(T::one(), a, b, T::zero(), c);
 }

@@ -1,51 +1,125 @@
-//! Matrix products.
+//! Matrix products: `matmul` with PyTorch's rules for 1-D operands and
+//! broadcast batch dimensions, built on one batched product of operands
+//! whose batch dimensions already agree.
 
 use crate::autograd::node::{record, Save};
-use crate::ops::kernels::gemm;
+use crate::ops::broadcast::broadcast_shape;
+use crate::ops::kernels::gemm_into;
 use crate::storage::Value;
 use crate::{Float, Tensor};
-use ndarray::Ix2;
-use smallvec::smallvec;
+use ndarray::{Array3, ArrayView2, ArrayViewD, Axis, Ix2};
+use smallvec::{smallvec, SmallVec};
 
 impl<T: Float> Tensor<T> {
-    /// The matrix product of two 2-D tensors, `[m, k] @ [k, n] -> [m, n]`.
+    /// The matrix product, as `torch.matmul`:
+    /// - 2-D × 2-D: `[m, k] @ [k, n] -> [m, n]`;
+    /// - a 1-D operand is a row (on the left) or a column (on the right),
+    ///   and that dimension is removed from the result (1-D × 1-D is the dot
+    ///   product, shape `[]`);
+    /// - more dimensions: a batch of matrices, the batch dimensions
+    ///   broadcasting as NumPy does (`[b, m, k] @ [k, n] -> [b, m, n]`).
     ///
     /// ```
-    /// let a = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
-    /// let i = tapegrad::Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0], &[2, 2]);
-    /// assert_eq!(a.matmul(&i).to_vec(), a.to_vec());
+    /// use tapegrad::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
+    /// let v = Tensor::from_vec(vec![1.0f32, 1.0], &[2]);
+    /// assert_eq!(a.matmul(&v).to_vec(), vec![3.0, 7.0]);
+    /// assert_eq!(Tensor::<f32>::zeros(&[5, 2, 3]).matmul(&Tensor::zeros(&[3, 4])).shape(), &[5, 2, 4]);
     /// ```
     ///
-    /// **Panics** if an operand is not 2-D or the inner dimensions differ.
+    /// **Panics** if an operand is 0-D, the inner dimensions differ, or the
+    /// batch dimensions do not broadcast (naming both shapes).
     pub fn matmul(&self, other: &Tensor<T>) -> Tensor<T> {
         let (a, b) = (self.shape(), other.shape());
         assert!(
-            a.len() == 2 && b.len() == 2,
-            "matmul: only 2-D operands are supported so far, got shapes {a:?} and {b:?}"
+            !a.is_empty() && !b.is_empty(),
+            "matmul: both arguments need at least 1 dimension, got shapes {a:?} and {b:?}"
         );
+        let ka = a[a.len() - 1];
+        let kb = if b.len() == 1 { b[0] } else { b[b.len() - 2] };
         assert_eq!(
-            a[1], b[0],
-            "matmul: shapes {a:?} and {b:?} cannot be multiplied ({} != {})",
-            a[1], b[0]
+            ka, kb,
+            "matmul: shapes {a:?} and {b:?} cannot be multiplied ({ka} != {kb})"
         );
-        let (va, vb) = (self.value(), other.value());
-        let va2 = va.view().into_dimensionality::<Ix2>().expect("2-D");
-        let vb2 = vb.view().into_dimensionality::<Ix2>().expect("2-D");
-        let out = Value::from_array(gemm(&va2, &vb2).into_dyn());
-        // d(A B) = dA B + A dB, so gA = g Bᵀ and gB = Aᵀ g (transposes are
-        // views: no copies).
-        let mut saves = smallvec::SmallVec::<[Save; 2]>::new();
-        if other.requires_grad() {
-            saves.push(Save::Input(0));
+        match (a.len(), b.len()) {
+            (1, 1) => self.unsqueeze(0).matmul(&other.unsqueeze(1)).reshape(&[]),
+            (1, _) => {
+                let out = self.unsqueeze(0).matmul(other);
+                let row = out.ndim() - 2;
+                out.squeeze(row)
+            }
+            (_, 1) => {
+                let out = self.matmul(&other.unsqueeze(1));
+                let col = out.ndim() - 1;
+                out.squeeze(col)
+            }
+            (2, 2) => batched_matmul(self, other),
+            _ => {
+                let batch = broadcast_shape("matmul", &a[..a.len() - 2], &b[..b.len() - 2]);
+                let with = |t: &Tensor<T>, rows: usize, cols: usize| {
+                    let mut shape = batch.clone();
+                    shape.extend([rows, cols]);
+                    t.broadcast_to(&shape)
+                };
+                let (m, n) = (a[a.len() - 2], b[b.len() - 1]);
+                batched_matmul(&with(self, m, ka), &with(other, ka, n))
+            }
         }
-        if self.requires_grad() {
-            saves.push(Save::Input(1));
-        }
-        record("MmBackward", &[self, other], out, &saves, |ctx, g| {
-            smallvec![
-                ctx.needs_grad(0).then(|| g.matmul(&ctx.input(1).t())),
-                ctx.needs_grad(1).then(|| ctx.input(0).t().matmul(g)),
-            ]
-        })
     }
+
+    /// Swaps the last two dimensions (a view).
+    fn transpose_last(&self) -> Tensor<T> {
+        let n = self.ndim();
+        self.transpose(n - 2, n - 1)
+    }
+}
+
+/// `a @ b` for operands of 2 or more dimensions with equal batch
+/// dimensions.
+fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
+    let (va, vb) = (a.value(), b.value());
+    let (va, vb) = (va.view(), vb.view());
+    let nd = va.ndim();
+    let batch = &a.shape()[..nd - 2];
+    let (m, n) = (va.shape()[nd - 2], vb.shape()[nd - 1]);
+    let count: usize = batch.iter().product();
+    let mut out = Array3::<T>::zeros((count, m, n));
+    for (i, mut c) in out.outer_iter_mut().enumerate() {
+        gemm_into(&matrix_at(&va, batch, i), &matrix_at(&vb, batch, i), &mut c);
+    }
+    let mut shape: SmallVec<[usize; 4]> = SmallVec::from_slice(batch);
+    shape.extend([m, n]);
+    let out = Value::from_array(out.into_shape_with_order(shape.as_slice()).expect("same size"));
+    // d(A B) = dA B + A dB: gA = g Bᵀ, gB = Aᵀ g (transposes are views, so
+    // the backward products read the operands in place). Each operand is
+    // saved only if the other needs its gradient.
+    let mut saves = SmallVec::<[Save; 2]>::new();
+    if b.requires_grad() {
+        saves.push(Save::Input(0));
+    }
+    if a.requires_grad() {
+        saves.push(Save::Input(1));
+    }
+    let name = if nd == 2 { "MmBackward" } else { "BmmBackward" };
+    record(name, &[a, b], out, &saves, |ctx, g| {
+        smallvec![
+            ctx.needs_grad(0).then(|| batched_matmul(g, &ctx.input(1).transpose_last())),
+            ctx.needs_grad(1).then(|| batched_matmul(&ctx.input(0).transpose_last(), g)),
+        ]
+    })
+}
+
+/// The `i`-th matrix (row-major over the batch dimensions) of a view.
+fn matrix_at<'a, T: Float>(v: &ArrayViewD<'a, T>, batch: &[usize], i: usize) -> ArrayView2<'a, T> {
+    let mut index: SmallVec<[usize; 4]> = smallvec![0; batch.len()];
+    let mut rest = i;
+    for d in (0..batch.len()).rev() {
+        index[d] = rest % batch[d];
+        rest /= batch[d];
+    }
+    let mut at = v.clone();
+    for &k in &index {
+        at = at.index_axis_move(Axis(0), k);
+    }
+    at.into_dimensionality::<Ix2>().expect("2-D after the batch")
 }

@@ -3,8 +3,16 @@
 
 pub(crate) mod binary;
 pub(crate) mod broadcast;
+pub(crate) mod index;
 pub(crate) mod kernels;
+pub(crate) mod loss;
 pub(crate) mod matmul;
+pub(crate) mod nn;
 pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod unary;
+
+/// **Panics**, naming `op`, unless `dim` is a dimension of `shape`.
+pub(crate) fn check_dim(op: &str, dim: usize, shape: &[usize]) {
+    assert!(dim < shape.len(), "{op}: dimension {dim} out of range for shape {shape:?}");
+}

@@ -1,7 +1,7 @@
 //! Views and reshapes: O(1) where the layout allows, sharing the buffer.
 
 use crate::autograd::node::record;
-use crate::storage::contiguous_strides;
+use crate::storage::{contiguous_strides, Value};
 use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::smallvec;
@@ -71,5 +71,210 @@ impl<T: Float> Tensor<T> {
         record("ViewBackward", &[self], out, &[], move |_, g| {
             smallvec![Some(g.reshape(&from))]
         })
+    }
+
+    /// Reorders the dimensions: dimension `i` of the result is dimension
+    /// `dims[i]` of `self` (a view).
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::<f32>::zeros(&[2, 3, 4]).permute(&[2, 0, 1]);
+    /// assert_eq!(t.shape(), &[4, 2, 3]);
+    /// ```
+    ///
+    /// **Panics** unless `dims` is a permutation of `0..ndim`.
+    pub fn permute(&self, order: &[usize]) -> Tensor<T> {
+        let n = self.ndim();
+        let mut seen = vec![false; n];
+        let valid = order.len() == n && order.iter().all(|&d| d < n && !std::mem::replace(&mut seen[d], true));
+        assert!(
+            valid,
+            "permute: {order:?} is not a permutation of the {n} dimensions of shape {:?}",
+            self.shape()
+        );
+        let v = self.value();
+        let shape = order.iter().map(|&d| v.shape[d]).collect();
+        let strides = order.iter().map(|&d| v.strides[d]).collect();
+        let out = v.with_layout(shape, strides, v.offset);
+        let mut inverse = vec![0; n];
+        for (i, &d) in order.iter().enumerate() {
+            inverse[d] = i;
+        }
+        record("PermuteBackward", &[self], out, &[], move |_, g| {
+            smallvec![Some(g.permute(&inverse))]
+        })
+    }
+
+    /// Inserts a dimension of size 1 at `dim` (a view); `dim` may be
+    /// `ndim()` (appends).
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::<f32>::zeros(&[2, 3]).unsqueeze(1);
+    /// assert_eq!(t.shape(), &[2, 1, 3]);
+    /// ```
+    ///
+    /// **Panics** if `dim > ndim()`.
+    pub fn unsqueeze(&self, dim: usize) -> Tensor<T> {
+        assert!(
+            dim <= self.ndim(),
+            "unsqueeze: dimension {dim} out of range for shape {:?} (at most {})",
+            self.shape(),
+            self.ndim()
+        );
+        let v = self.value();
+        let (mut shape, mut strides) = (v.shape.clone(), v.strides.clone());
+        shape.insert(dim, 1);
+        strides.insert(dim, 1);
+        let out = v.with_layout(shape, strides, v.offset);
+        record("UnsqueezeBackward", &[self], out, &[], move |_, g| {
+            smallvec![Some(g.squeeze(dim))]
+        })
+    }
+
+    /// Removes dimension `dim` if its size is 1 (a view); otherwise returns
+    /// the tensor unchanged, as PyTorch does.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::<f32>::zeros(&[2, 1, 3]);
+    /// assert_eq!(t.squeeze(1).shape(), &[2, 3]);
+    /// assert_eq!(t.squeeze(0).shape(), &[2, 1, 3]);
+    /// ```
+    ///
+    /// **Panics** if `dim >= ndim()`.
+    pub fn squeeze(&self, dim: usize) -> Tensor<T> {
+        assert!(
+            dim < self.ndim(),
+            "squeeze: dimension {dim} out of range for shape {:?}",
+            self.shape()
+        );
+        if self.shape()[dim] != 1 {
+            return self.clone();
+        }
+        let v = self.value();
+        let (mut shape, mut strides) = (v.shape.clone(), v.strides.clone());
+        shape.remove(dim);
+        strides.remove(dim);
+        let out = v.with_layout(shape, strides, v.offset);
+        record("SqueezeBackward", &[self], out, &[], move |_, g| {
+            smallvec![Some(g.unsqueeze(dim))]
+        })
+    }
+
+    /// The slice `start..start + len` of dimension `dim` (a view).
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::from_vec(vec![0.0f32, 1.0, 2.0, 3.0], &[4]).narrow(0, 1, 2);
+    /// assert_eq!(t.to_vec(), vec![1.0, 2.0]);
+    /// ```
+    ///
+    /// **Panics** if `dim` is out of range or the slice does not fit.
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Tensor<T> {
+        assert!(
+            dim < self.ndim(),
+            "narrow: dimension {dim} out of range for shape {:?}",
+            self.shape()
+        );
+        let size = self.shape()[dim];
+        assert!(
+            start + len <= size,
+            "narrow: start {start} + length {len} exceeds the size {size} of dimension {dim} of shape {:?}",
+            self.shape()
+        );
+        let v = self.value();
+        let mut shape = v.shape.clone();
+        shape[dim] = len;
+        let offset = if len == 0 { v.offset } else { v.offset + start * v.strides[dim] };
+        let out = v.with_layout(shape, v.strides.clone(), offset);
+        let full = self.shape()[dim];
+        record("NarrowBackward", &[self], out, &[], move |_, g| {
+            // The gradient goes back to its place, zeros around it.
+            let mut parts = Vec::with_capacity(3);
+            let zeros = |n: usize| {
+                let mut shape = dims(g.shape());
+                shape[dim] = n;
+                Tensor::zeros(&shape)
+            };
+            if start > 0 {
+                parts.push(zeros(start));
+            }
+            parts.push(g.clone());
+            if start + len < full {
+                parts.push(zeros(full - start - len));
+            }
+            smallvec![Some(Tensor::cat(&parts, dim))]
+        })
+    }
+
+    /// Joins tensors along an existing dimension `dim`; all other sizes must
+    /// agree.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let a = Tensor::<f32>::zeros(&[2, 3]);
+    /// let b = Tensor::<f32>::ones(&[1, 3]);
+    /// assert_eq!(Tensor::cat(&[a, b], 0).shape(), &[3, 3]);
+    /// ```
+    ///
+    /// **Panics** if `tensors` is empty, `dim` is out of range, or the other
+    /// sizes differ (naming the shapes).
+    pub fn cat(tensors: &[Tensor<T>], dim: usize) -> Tensor<T> {
+        assert!(!tensors.is_empty(), "cat: expects at least one tensor");
+        let first = tensors[0].shape();
+        assert!(
+            dim < first.len(),
+            "cat: dimension {dim} out of range for shape {first:?}"
+        );
+        for t in tensors {
+            let s = t.shape();
+            let same = s.len() == first.len() && s.iter().zip(first).enumerate().all(|(i, (a, b))| i == dim || a == b);
+            assert!(
+                same,
+                "cat: shapes {first:?} and {s:?} differ outside dimension {dim}"
+            );
+        }
+        let values: Vec<_> = tensors.iter().map(Tensor::value).collect();
+        let views: Vec<_> = values.iter().map(|v| v.view()).collect();
+        let joined = ndarray::concatenate(ndarray::Axis(dim), &views).expect("shapes checked");
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[dim]).collect();
+        let inputs: Vec<&Tensor<T>> = tensors.iter().collect();
+        record("CatBackward", &inputs, Value::from_array(joined), &[], move |ctx, g| {
+            let mut start = 0;
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    start += n;
+                    ctx.needs_grad(i).then(|| g.narrow(dim, start - n, n))
+                })
+                .collect()
+        })
+    }
+
+    /// Joins tensors of one shape along a new dimension `dim`.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let a = Tensor::<f32>::zeros(&[2, 3]);
+    /// assert_eq!(Tensor::stack(&[a.clone(), a], 0).shape(), &[2, 2, 3]);
+    /// ```
+    ///
+    /// **Panics** if `tensors` is empty, the shapes differ, or `dim > ndim`.
+    pub fn stack(tensors: &[Tensor<T>], dim: usize) -> Tensor<T> {
+        assert!(!tensors.is_empty(), "stack: expects at least one tensor");
+        let first = tensors[0].shape();
+        for t in tensors {
+            assert_eq!(
+                t.shape(),
+                first,
+                "stack: expects tensors of one shape, got {first:?} and {:?}",
+                t.shape()
+            );
+        }
+        assert!(
+            dim <= first.len(),
+            "stack: dimension {dim} out of range for shape {first:?} (at most {})",
+            first.len()
+        );
+        let parts: Vec<Tensor<T>> = tensors.iter().map(|t| t.unsqueeze(dim)).collect();
+        Tensor::cat(&parts, dim)
     }
 }

@@ -1,12 +1,44 @@
 //! Elementwise functions of one tensor. Each rule saves the cheaper of input
-//! and output: `exp` and `tanh` need only their output.
+//! and output (`exp`, `tanh`, `sigmoid`, `sqrt` and `relu` need only their
+//! output). Derivatives that are piecewise constant (`relu`, `abs`, `clamp`,
+//! `leaky_relu`) multiply by a mask computed in the rule: a constant, so
+//! their second derivatives are 0 as they should be.
 
 use crate::autograd::node::{record, Save};
 use crate::ops::kernels::map;
 use crate::{Float, Tensor};
 use smallvec::smallvec;
 
+/// `1 / sqrt(2)`, `2 / sqrt(pi)` as `T`.
+fn frac_1_sqrt_2<T: Float>() -> T {
+    T::of(std::f64::consts::FRAC_1_SQRT_2)
+}
+
 impl<T: Float> Tensor<T> {
+    /// `f` of every element, as a constant (never recorded): masks and
+    /// other piecewise-constant factors of derivatives.
+    pub(crate) fn constant_map(&self, f: impl Fn(T) -> T) -> Tensor<T> {
+        Tensor::from_value(map(&self.value(), f))
+    }
+
+    /// A recorded elementwise op: `f` forward, `rule` backward.
+    fn unary(
+        &self,
+        name: &'static str,
+        f: impl Fn(T) -> T,
+        save: Save,
+        rule: impl Fn(&Tensor<T>, &Tensor<T>) -> Tensor<T> + Send + Sync + 'static,
+    ) -> Tensor<T> {
+        let out = map(&self.value(), f);
+        record(name, &[self], out, &[save], move |ctx, g| {
+            let saved = match save {
+                Save::Output => ctx.output(),
+                _ => ctx.input(0),
+            };
+            smallvec![Some(rule(g, &saved))]
+        })
+    }
+
     /// eˣ, elementwise.
     ///
     /// ```
@@ -15,10 +47,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn exp(&self) -> Tensor<T> {
         // d exp(x) = exp(x) dx
-        let out = map(&self.value(), T::exp);
-        record("ExpBackward", &[self], out, &[Save::Output], |ctx, g| {
-            smallvec![Some(g * ctx.output())]
-        })
+        self.unary("ExpBackward", T::exp, Save::Output, |g, y| g * y)
     }
 
     /// The natural logarithm, elementwise (`torch.log`).
@@ -29,10 +58,64 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn ln(&self) -> Tensor<T> {
         // d ln(x) = dx / x
-        let out = map(&self.value(), T::ln);
-        record("LogBackward", &[self], out, &[Save::Input(0)], |ctx, g| {
-            smallvec![Some(g / ctx.input(0))]
+        self.unary("LogBackward", T::ln, Save::Input(0), |g, x| g / x)
+    }
+
+    /// ln(1 + x), accurate for small x (`torch.log1p`).
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![1e-10f64], &[1]).log1p();
+    /// assert_eq!(y.item(), 1e-10 - 5e-21);
+    /// ```
+    pub fn log1p(&self) -> Tensor<T> {
+        // d ln(1 + x) = dx / (1 + x)
+        self.unary("Log1PBackward", T::ln_1p, Save::Input(0), |g, x| g / (x + T::one()))
+    }
+
+    /// The square root, elementwise.
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![9.0f32], &[1]).sqrt();
+    /// assert_eq!(y.item(), 3.0);
+    /// ```
+    pub fn sqrt(&self) -> Tensor<T> {
+        // d √x = dx / (2 √x)
+        self.unary("SqrtBackward", T::sqrt, Save::Output, |g, y| g / (y * T::of(2.0)))
+    }
+
+    /// |x|, elementwise.
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![-2.0f32, 3.0], &[2]).abs();
+    /// assert_eq!(y.to_vec(), vec![2.0, 3.0]);
+    /// ```
+    pub fn abs(&self) -> Tensor<T> {
+        // d |x| = sign(x) dx, with sign(0) = 0 (as PyTorch)
+        self.unary("AbsBackward", T::abs, Save::Input(0), |g, x| {
+            g * x.constant_map(|v| if v == T::zero() { T::zero() } else { v.signum() })
         })
+    }
+
+    /// sin(x), elementwise.
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![0.0f64], &[1]).sin();
+    /// assert_eq!(y.item(), 0.0);
+    /// ```
+    pub fn sin(&self) -> Tensor<T> {
+        // d sin(x) = cos(x) dx
+        self.unary("SinBackward", T::sin, Save::Input(0), |g, x| g * x.cos())
+    }
+
+    /// cos(x), elementwise.
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![0.0f64], &[1]).cos();
+    /// assert_eq!(y.item(), 1.0);
+    /// ```
+    pub fn cos(&self) -> Tensor<T> {
+        // d cos(x) = -sin(x) dx
+        self.unary("CosBackward", T::cos, Save::Input(0), |g, x| -(g * x.sin()))
     }
 
     /// The hyperbolic tangent, elementwise.
@@ -43,11 +126,18 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn tanh(&self) -> Tensor<T> {
         // d tanh(x) = (1 - tanh²(x)) dx
-        let out = map(&self.value(), T::tanh);
-        record("TanhBackward", &[self], out, &[Save::Output], |ctx, g| {
-            let y = ctx.output();
-            smallvec![Some(g * (Tensor::scalar(T::one()) - &y * &y))]
-        })
+        self.unary("TanhBackward", T::tanh, Save::Output, |g, y| g * (-(y * y) + T::one()))
+    }
+
+    /// The logistic function 1 / (1 + e⁻ˣ), elementwise.
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![0.0f32], &[1]).sigmoid();
+    /// assert_eq!(y.item(), 0.5);
+    /// ```
+    pub fn sigmoid(&self) -> Tensor<T> {
+        // d σ(x) = σ(x) (1 - σ(x)) dx
+        self.unary("SigmoidBackward", sigmoid, Save::Output, |g, y| g * y * (-y + T::one()))
     }
 
     /// max(x, 0), elementwise.
@@ -57,10 +147,52 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(y.to_vec(), vec![0.0, 2.0]);
     /// ```
     pub fn relu(&self) -> Tensor<T> {
-        // d relu(x) = [x > 0] dx (0 at x = 0, as PyTorch)
-        let out = map(&self.value(), |x| if x > T::zero() { x } else { T::zero() });
-        record("ReluBackward", &[self], out, &[Save::Output], |ctx, g| {
-            smallvec![Some(g * ctx.output().positive_mask())]
+        // d relu(x) = [x > 0] dx (0 at x = 0, as PyTorch); y > 0 iff x > 0
+        // (NaN stays NaN, as PyTorch.)
+        let f = |x: T| if x <= T::zero() { T::zero() } else { x };
+        self.unary("ReluBackward", f, Save::Output, |g, y| {
+            g * y.constant_map(|v| if v > T::zero() { T::one() } else { T::zero() })
+        })
+    }
+
+    /// x for x > 0, `slope * x` otherwise (`F.leaky_relu`; PyTorch's
+    /// default slope is 0.01).
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![-1.0f64, 2.0], &[2]).leaky_relu(0.1);
+    /// assert_eq!(y.to_vec(), vec![-0.1, 2.0]);
+    /// ```
+    pub fn leaky_relu(&self, slope: T) -> Tensor<T> {
+        // d leaky_relu(x) = (x > 0 ? 1 : slope) dx
+        let f = move |x: T| if x > T::zero() { x } else { x * slope };
+        self.unary("LeakyReluBackward", f, Save::Input(0), move |g, x| {
+            g * x.constant_map(|v| if v > T::zero() { T::one() } else { slope })
+        })
+    }
+
+    /// x clamped to [min, max], elementwise.
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![-2.0f32, 0.5, 2.0], &[3]).clamp(-1.0, 1.0);
+    /// assert_eq!(y.to_vec(), vec![-1.0, 0.5, 1.0]);
+    /// ```
+    ///
+    /// **Panics** if `min > max`.
+    pub fn clamp(&self, min: T, max: T) -> Tensor<T> {
+        assert!(min <= max, "clamp: min {min} is greater than max {max}");
+        // d clamp(x) = [min <= x <= max] dx (the bounds included, as PyTorch)
+        // (NaN stays NaN, as PyTorch.)
+        let f = move |x: T| {
+            if x < min {
+                min
+            } else if x > max {
+                max
+            } else {
+                x
+            }
+        };
+        self.unary("ClampBackward", f, Save::Input(0), move |g, x| {
+            g * x.constant_map(|v| if v >= min && v <= max { T::one() } else { T::zero() })
         })
     }
 
@@ -71,23 +203,81 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(y.item(), 9.0);
     /// ```
     pub fn powf(&self, p: T) -> Tensor<T> {
-        // d xᵖ = p xᵖ⁻¹ dx
-        let out = map(&self.value(), |x| x.powf(p));
-        record("PowBackward", &[self], out, &[Save::Input(0)], move |ctx, g| {
+        // d xᵖ = p xᵖ⁻¹ dx (0 for p = 0, also at x = 0)
+        self.unary("PowBackward", move |x| x.powf(p), Save::Input(0), move |g, x| {
             if p == T::zero() {
-                return smallvec![Some(g * T::zero())];
+                g * T::zero()
+            } else {
+                g * x.powf(p - T::one()) * p
             }
-            smallvec![Some(g * ctx.input(0).powf(p - T::one()) * p)]
         })
     }
 
-    /// 1 where the element is > 0, else 0: a constant (never recorded), for
-    /// the derivative of `relu`, which is 0 almost everywhere.
-    pub(crate) fn positive_mask(&self) -> Tensor<T> {
-        let one = T::one();
-        Tensor::from_value(map(
-            &self.value(),
-            |x| if x > T::zero() { one } else { T::zero() },
-        ))
+    /// The error function, elementwise (`torch.erf`).
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![0.0f64], &[1]).erf();
+    /// assert_eq!(y.item(), 0.0);
+    /// ```
+    pub fn erf(&self) -> Tensor<T> {
+        // d erf(x) = 2/√π e^(-x²) dx
+        let two_over_sqrt_pi = T::of(std::f64::consts::FRAC_2_SQRT_PI);
+        self.unary("ErfBackward", Float::erf, Save::Input(0), move |g, x| {
+            g * (-(x * x)).exp() * two_over_sqrt_pi
+        })
+    }
+
+    /// The Gaussian error linear unit x Φ(x), with the exact erf form
+    /// (PyTorch's default `approximate='none'`).
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![0.0f64, 1.0], &[2]).gelu();
+    /// assert!((y.to_vec()[1] - 0.8413447460685429).abs() < 1e-15);
+    /// ```
+    pub fn gelu(&self) -> Tensor<T> {
+        // gelu(x) = x (1 + erf(x / √2)) / 2: a composite, so its gradient
+        // (Φ(x) + x φ(x)) comes from erf's and mul's.
+        let half = T::of(0.5);
+        self * ((self * frac_1_sqrt_2::<T>()).erf() + T::one()) * half
+    }
+
+    /// ln(1 + eˣ), and x itself above 20 (`F.softplus` with PyTorch's
+    /// defaults beta = 1, threshold = 20).
+    ///
+    /// ```
+    /// let y = tapegrad::Tensor::from_vec(vec![0.0f64, 30.0], &[2]).softplus();
+    /// assert_eq!(y.to_vec(), vec![2f64.ln(), 30.0]);
+    /// ```
+    pub fn softplus(&self) -> Tensor<T> {
+        // d softplus(x) = σ(x) dx, and dx above the threshold
+        let threshold = T::of(20.0);
+        let f = move |x: T| if x > threshold { x } else { x.exp().ln_1p() };
+        self.unary("SoftplusBackward", f, Save::Input(0), move |g, x| {
+            let linear = x.constant_map(|v| if v > threshold { T::one() } else { T::zero() });
+            let slope = x.sigmoid() * (-&linear + T::one()) + linear;
+            g * slope
+        })
+    }
+}
+
+/// The logistic function, without overflow for large |x|.
+pub(crate) fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::zero() {
+        T::one() / (T::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sigmoid;
+
+    #[test]
+    fn sigmoid_is_stable_at_the_extremes() {
+        assert_eq!(sigmoid(-1000.0f64), 0.0);
+        assert_eq!(sigmoid(1000.0f64), 1.0);
+        assert_eq!(sigmoid(0.0f32), 0.5);
     }
 }
