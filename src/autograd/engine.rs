@@ -92,7 +92,7 @@ impl<T: Float> Tensor<T> {
     pub fn backward_opts(&self, opts: BackwardOptions<T>) {
         let seed = root_grad("backward", self, opts.grad, "backward_with");
         run(
-            &[self.clone()],
+            std::slice::from_ref(self),
             vec![seed],
             opts.retain_graph || opts.create_graph,
             opts.create_graph,
@@ -252,8 +252,8 @@ fn run<T: Float>(
     let mut stack: Vec<Arc<Node<T>>> = Vec::new();
     for root in roots {
         if let Some(n) = &root.inner.node {
-            if !index.contains_key(&node_key(n)) {
-                index.insert(node_key(n), pending.len());
+            if let std::collections::hash_map::Entry::Vacant(e) = index.entry(node_key(n)) {
+                e.insert(pending.len());
                 pending.push(Pending {
                     node: n.clone(),
                     deps: 0,

@@ -1,7 +1,7 @@
 //! Gradient checking: backward against central finite differences.
 
 use crate::autograd::engine::{grad, GradOptions};
-use crate::{no_grad, Tensor};
+use crate::Tensor;
 use std::fmt;
 
 /// Tolerances for [`gradcheck`]: an analytic value `a` passes against a
@@ -100,35 +100,35 @@ where
         }
     }
 
-    // Numeric Jacobian, one input element at a time.
-    no_grad(|| {
-        for (c, &i) in checked.iter().enumerate() {
-            let base = inputs[i].to_vec();
-            for e in 0..base.len() {
-                let at = |delta: f64| {
-                    let mut shifted = base.clone();
-                    shifted[e] += delta;
-                    let mut args = inputs.to_vec();
-                    args[i] = Tensor::from_vec(shifted, inputs[i].shape());
-                    f(&args).to_vec()
-                };
-                let (plus, minus) = (at(opts.eps), at(-opts.eps));
-                for k in 0..n_out {
-                    let numeric = (plus[k] - minus[k]) / (2.0 * opts.eps);
-                    let a = analytic[c][e * n_out + k];
-                    let close = (a - numeric).abs() <= opts.atol + opts.rtol * numeric.abs();
-                    if !close {
-                        return Err(GradcheckError {
-                            input: i,
-                            output: k,
-                            element: e,
-                            analytic: a,
-                            numeric,
-                        });
-                    }
+    // Numeric Jacobian, one input element at a time. `f` runs in the
+    // caller's grad mode on inputs that require grad as the originals do,
+    // so a function that itself differentiates (a gradient) can be checked.
+    for (c, &i) in checked.iter().enumerate() {
+        let base = inputs[i].to_vec();
+        for e in 0..base.len() {
+            let at = |delta: f64| {
+                let mut shifted = base.clone();
+                shifted[e] += delta;
+                let mut args = inputs.to_vec();
+                args[i] = Tensor::from_vec(shifted, inputs[i].shape()).set_requires_grad(true);
+                f(&args).to_vec()
+            };
+            let (plus, minus) = (at(opts.eps), at(-opts.eps));
+            for k in 0..n_out {
+                let numeric = (plus[k] - minus[k]) / (2.0 * opts.eps);
+                let a = analytic[c][e * n_out + k];
+                let close = (a - numeric).abs() <= opts.atol + opts.rtol * numeric.abs();
+                if !close {
+                    return Err(GradcheckError {
+                        input: i,
+                        output: k,
+                        element: e,
+                        analytic: a,
+                        numeric,
+                    });
                 }
             }
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }

@@ -67,11 +67,9 @@ impl<T: Float> Clone for Saved<T> {
     }
 }
 
-enum SavedState<T: Float> {
-    Live(SmallVec<[Saved<T>; 2]>),
-    /// A backward without `retain_graph` ran through this node.
-    Freed,
-}
+/// The saved values; `None` once a backward without `retain_graph` has run
+/// through the node.
+type SavedState<T> = Option<SmallVec<[Saved<T>; 2]>>;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -96,14 +94,10 @@ impl<T: Float> Node<T> {
     pub(crate) fn apply(self: &Arc<Self>, grad: &Tensor<T>, free: bool) -> Grads<T> {
         let saved = {
             let mut state = self.saved_lock();
-            match &mut *state {
-                SavedState::Freed => None,
-                SavedState::Live(values) if free => {
-                    let values = std::mem::take(values);
-                    *state = SavedState::Freed;
-                    Some(values)
-                }
-                SavedState::Live(values) => Some(values.clone()),
+            if free {
+                state.take()
+            } else {
+                state.clone()
             }
         };
         let ctx = Ctx { node: self, saved };
@@ -273,7 +267,7 @@ pub(crate) fn record<T: Float>(
             name,
             edges,
             out_shape,
-            saved: Mutex::new(SavedState::Live(saved)),
+            saved: Mutex::new(Some(saved)),
             rule: Box::new(rule),
         };
         TensorImpl::new(out, Some(Arc::new(node)), true)

@@ -5,10 +5,12 @@
 
 use crate::autograd::node::{record, Save};
 use crate::ops::kernels::{map, zip_map};
+use crate::ops::unary::Step;
 use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::{smallvec, SmallVec};
 use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::sync::Arc;
 
 // d(a + b) = da + db
 fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
@@ -149,7 +151,9 @@ impl<T: Float> Tensor<T> {
         let saves = [Save::Input(0), Save::Input(1), Save::Output];
         record("PowBackward", &[self, exponent], out, &saves, move |ctx, g| {
             let (a, b) = (ctx.input(0), ctx.input(1));
-            let ga = ctx.needs_grad(0).then(|| (g * &b * a.pow(&(&b - T::one()))).sum_to(&sa));
+            let ga = ctx
+                .needs_grad(0)
+                .then(|| (g * &b * a.pow(&(&b - T::one()))).sum_to(&sa));
             let gb = ctx.needs_grad(1).then(|| {
                 let zero_base = Tensor::from_value(zip_map("pow", &a.value(), &b.value(), |x, e| {
                     if x == T::zero() && e >= T::zero() {
@@ -209,23 +213,32 @@ impl<T: Float> Tensor<T> {
         };
         let out = zip_map(op, &self.value(), &other.value(), pick);
         let (sa, sb) = (dims(self.shape()), dims(other.shape()));
-        record(name, &[self, other], out, &[Save::Input(0), Save::Input(1)], move |ctx, g| {
-            // The share of the gradient that goes to `self`: 1, 0, or ½ at ties.
-            let (a, b) = (ctx.input(0).value(), ctx.input(1).value());
-            let share = Tensor::from_value(zip_map(op, &a, &b, move |x, y| {
-                if x == y {
-                    T::of(0.5)
-                } else if wins(x, y) {
-                    T::one()
-                } else {
-                    T::zero()
-                }
-            }));
-            smallvec![
-                ctx.needs_grad(0).then(|| (g * &share).sum_to(&sa)),
-                ctx.needs_grad(1).then(|| (g * (-&share + T::one())).sum_to(&sb)),
-            ]
-        })
+        // The share of the gradient that goes to `self` is a step function
+        // of self - other: 1 where self wins, 0 where it loses, ½ at ties.
+        let share: Step<T> = Arc::new(move |d| {
+            if d == T::zero() {
+                T::of(0.5)
+            } else if wins(d, T::zero()) {
+                T::one()
+            } else {
+                T::zero()
+            }
+        });
+        record(
+            name,
+            &[self, other],
+            out,
+            &[Save::Input(0), Save::Input(1)],
+            move |ctx, g| {
+                let d = ctx.input(0) - ctx.input(1);
+                smallvec![
+                    ctx.needs_grad(0)
+                        .then(|| g.mul_step(&d, share.clone()).sum_to(&sa)),
+                    ctx.needs_grad(1)
+                        .then(|| (g - g.mul_step(&d, share.clone())).sum_to(&sb)),
+                ]
+            },
+        )
     }
 }
 

@@ -51,9 +51,13 @@ impl<T: Float> Tensor<T> {
                 .zip_mut_with(&src.index_axis(Axis(dim), k), |d, &s| *d = *d + s);
         }
         let index = index.clone();
-        record("IndexAddBackward", &[self], Value::from_array(out), &[], move |_, g| {
-            smallvec![Some(g.index_select(dim, &index))]
-        })
+        record(
+            "IndexAddBackward",
+            &[self],
+            Value::from_array(out),
+            &[],
+            move |_, g| smallvec![Some(g.index_select(dim, &index))],
+        )
     }
 
     /// Picks along `dim` by an index array of the same number of dimensions:
@@ -73,7 +77,12 @@ impl<T: Float> Tensor<T> {
         check_dim("gather", dim, self.shape());
         let shape = self.shape();
         let fits = index.ndim() == shape.len()
-            && index.shape().iter().zip(shape).enumerate().all(|(d, (&i, &s))| d == dim || i <= s);
+            && index
+                .shape()
+                .iter()
+                .zip(shape)
+                .enumerate()
+                .all(|(d, (&i, &s))| d == dim || i <= s);
         assert!(
             fits,
             "gather: index of shape {:?} does not fit input of shape {shape:?} along dimension {dim}",
@@ -81,7 +90,9 @@ impl<T: Float> Tensor<T> {
         );
         let size = shape[dim];
         if let Some(&bad) = index.iter().find(|&&i| i >= size) {
-            panic!("gather: index {bad} is out of range for dimension {dim} of size {size} (shape {shape:?})");
+            panic!(
+                "gather: index {bad} is out of range for dimension {dim} of size {size} (shape {shape:?})"
+            );
         }
         let src = self.value();
         let src = src.view();
@@ -91,14 +102,23 @@ impl<T: Float> Tensor<T> {
         });
         let index = Arc::new(index.clone());
         let in_shape = dims(shape);
-        record("GatherBackward", &[self], Value::from_array(out), &[], move |_, g| {
-            smallvec![Some(g.scatter_add_to(dim, &index, &in_shape))]
-        })
+        record(
+            "GatherBackward",
+            &[self],
+            Value::from_array(out),
+            &[],
+            move |_, g| smallvec![Some(g.scatter_add_to(dim, &index, &in_shape))],
+        )
     }
 
     /// A tensor of `shape`, zero but for `self`'s entries added where
     /// `index` points along `dim`: the adjoint of `gather`.
-    pub(crate) fn scatter_add_to(&self, dim: usize, index: &Arc<ArrayD<usize>>, shape: &[usize]) -> Tensor<T> {
+    pub(crate) fn scatter_add_to(
+        &self,
+        dim: usize,
+        index: &Arc<ArrayD<usize>>,
+        shape: &[usize],
+    ) -> Tensor<T> {
         let mut out = ArrayD::<T>::zeros(IxDyn(shape));
         let src = self.value();
         for (mut at, &v) in src.view().indexed_iter() {
@@ -106,8 +126,12 @@ impl<T: Float> Tensor<T> {
             out[&at] = out[&at] + v;
         }
         let index = index.clone();
-        record("ScatterAddBackward", &[self], Value::from_array(out), &[], move |_, g| {
-            smallvec![Some(g.gather(dim, &index))]
-        })
+        record(
+            "ScatterAddBackward",
+            &[self],
+            Value::from_array(out),
+            &[],
+            move |_, g| smallvec![Some(g.gather(dim, &index))],
+        )
     }
 }

@@ -32,6 +32,10 @@ pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn
 }
 
 /// `c = a @ b` for 2-D views of any strides (no transposed copies).
-pub(crate) fn gemm_into<T: Float>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, c: &mut ArrayViewMut2<'_, T>) {
+pub(crate) fn gemm_into<T: Float>(
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    c: &mut ArrayViewMut2<'_, T>,
+) {
     ndarray::linalg::general_mat_mul(T::one(), a, b, T::zero(), c);
 }

@@ -83,9 +83,12 @@ impl<T: Float> Tensor<T> {
             target.shape()
         );
         let zero = T::zero();
-        let out = zip_map("binary_cross_entropy_with_logits", &self.value(), &target.value(), |x, t| {
-            x.max(zero) - x * t + (-x.abs()).exp().ln_1p()
-        });
+        let out = zip_map(
+            "binary_cross_entropy_with_logits",
+            &self.value(),
+            &target.value(),
+            |x, t| x.max(zero) - x * t + (-x.abs()).exp().ln_1p(),
+        );
         // d/dx = σ(x) - t, d/dt = -x
         let per_element = record(
             "BinaryCrossEntropyWithLogitsBackward",

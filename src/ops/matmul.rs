@@ -103,8 +103,10 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     let name = if nd == 2 { "MmBackward" } else { "BmmBackward" };
     record(name, &[a, b], out, &saves, |ctx, g| {
         smallvec![
-            ctx.needs_grad(0).then(|| batched_matmul(g, &ctx.input(1).transpose_last())),
-            ctx.needs_grad(1).then(|| batched_matmul(&ctx.input(0).transpose_last(), g)),
+            ctx.needs_grad(0)
+                .then(|| batched_matmul(g, &ctx.input(1).transpose_last())),
+            ctx.needs_grad(1)
+                .then(|| batched_matmul(&ctx.input(0).transpose_last(), g)),
         ]
     })
 }

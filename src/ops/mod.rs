@@ -14,5 +14,8 @@ pub(crate) mod unary;
 
 /// **Panics**, naming `op`, unless `dim` is a dimension of `shape`.
 pub(crate) fn check_dim(op: &str, dim: usize, shape: &[usize]) {
-    assert!(dim < shape.len(), "{op}: dimension {dim} out of range for shape {shape:?}");
+    assert!(
+        dim < shape.len(),
+        "{op}: dimension {dim} out of range for shape {shape:?}"
+    );
 }

@@ -59,7 +59,11 @@ impl<T: Float> Tensor<T> {
         }
         // The scaled keep-mask: 1 / (1 - p) with probability 1 - p, else 0
         // (all 0 for p = 1).
-        let scale = if p == T::one() { T::zero() } else { T::one() / (T::one() - p) };
+        let scale = if p == T::one() {
+            T::zero()
+        } else {
+            T::one() / (T::one() - p)
+        };
         let u = Tensor::from_vec(rng::uniform::<T>(self.numel()), self.shape());
         let mask = u.constant_map(|u| if u < p { T::zero() } else { scale });
         let out = zip_map("dropout", &self.value(), &mask.value(), |x, m| x * m);
@@ -68,8 +72,12 @@ impl<T: Float> Tensor<T> {
         if should_record(&[self]) {
             mark_graph_memory(&mask);
         }
-        record("DropoutBackward", &[self, &mask], out, &[Save::Input(1)], |ctx, g| {
-            smallvec![Some(g * ctx.input(1)), None]
-        })
+        record(
+            "DropoutBackward",
+            &[self, &mask],
+            out,
+            &[Save::Input(1)],
+            |ctx, g| smallvec![Some(g * ctx.input(1)), None],
+        )
     }
 }

@@ -24,9 +24,13 @@ impl<T: Float> Tensor<T> {
             None => v.view().sum(),
         };
         let shape = dims(self.shape());
-        record("SumBackward", &[self], Value::from_vec(vec![total], &[]), &[], move |_, g| {
-            smallvec![Some(g.broadcast_to(&shape))]
-        })
+        record(
+            "SumBackward",
+            &[self],
+            Value::from_vec(vec![total], &[]),
+            &[],
+            move |_, g| smallvec![Some(g.broadcast_to(&shape))],
+        )
     }
 
     /// The mean of all elements, as a tensor of shape `[]` (NaN when empty,
@@ -58,10 +62,16 @@ impl<T: Float> Tensor<T> {
             sum = sum.insert_axis(Axis(dim));
         }
         let shape = dims(self.shape());
-        record("SumBackward", &[self], Value::from_array(sum), &[], move |_, g| {
-            let g = if keepdim { g.clone() } else { g.unsqueeze(dim) };
-            smallvec![Some(g.broadcast_to(&shape))]
-        })
+        record(
+            "SumBackward",
+            &[self],
+            Value::from_array(sum),
+            &[],
+            move |_, g| {
+                let g = if keepdim { g.clone() } else { g.unsqueeze(dim) };
+                smallvec![Some(g.broadcast_to(&shape))]
+            },
+        )
     }
 
     /// The mean along `dim`; see [`sum_dim`](Tensor::sum_dim).
@@ -184,7 +194,11 @@ impl<T: Float> Tensor<T> {
             let g = if keepdim { g.clone() } else { g.unsqueeze(dim) };
             smallvec![Some(g.scatter_add_to(dim, &saved_indices, &shape))]
         });
-        let indices = if keepdim { indices } else { indices.remove_axis(Axis(dim)) };
+        let indices = if keepdim {
+            indices
+        } else {
+            indices.remove_axis(Axis(dim))
+        };
         (out, indices)
     }
 

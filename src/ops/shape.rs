@@ -85,7 +85,10 @@ impl<T: Float> Tensor<T> {
     pub fn permute(&self, order: &[usize]) -> Tensor<T> {
         let n = self.ndim();
         let mut seen = vec![false; n];
-        let valid = order.len() == n && order.iter().all(|&d| d < n && !std::mem::replace(&mut seen[d], true));
+        let valid = order.len() == n
+            && order
+                .iter()
+                .all(|&d| d < n && !std::mem::replace(&mut seen[d], true));
         assert!(
             valid,
             "permute: {order:?} is not a permutation of the {n} dimensions of shape {:?}",
@@ -182,7 +185,11 @@ impl<T: Float> Tensor<T> {
         let v = self.value();
         let mut shape = v.shape.clone();
         shape[dim] = len;
-        let offset = if len == 0 { v.offset } else { v.offset + start * v.strides[dim] };
+        let offset = if len == 0 {
+            v.offset
+        } else {
+            v.offset + start * v.strides[dim]
+        };
         let out = v.with_layout(shape, v.strides.clone(), offset);
         let full = self.shape()[dim];
         record("NarrowBackward", &[self], out, &[], move |_, g| {
@@ -225,7 +232,11 @@ impl<T: Float> Tensor<T> {
         );
         for t in tensors {
             let s = t.shape();
-            let same = s.len() == first.len() && s.iter().zip(first).enumerate().all(|(i, (a, b))| i == dim || a == b);
+            let same = s.len() == first.len()
+                && s.iter()
+                    .zip(first)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == dim || a == b);
             assert!(
                 same,
                 "cat: shapes {first:?} and {s:?} differ outside dimension {dim}"
@@ -236,17 +247,23 @@ impl<T: Float> Tensor<T> {
         let joined = ndarray::concatenate(ndarray::Axis(dim), &views).expect("shapes checked");
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[dim]).collect();
         let inputs: Vec<&Tensor<T>> = tensors.iter().collect();
-        record("CatBackward", &inputs, Value::from_array(joined), &[], move |ctx, g| {
-            let mut start = 0;
-            sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| {
-                    start += n;
-                    ctx.needs_grad(i).then(|| g.narrow(dim, start - n, n))
-                })
-                .collect()
-        })
+        record(
+            "CatBackward",
+            &inputs,
+            Value::from_array(joined),
+            &[],
+            move |ctx, g| {
+                let mut start = 0;
+                sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| {
+                        start += n;
+                        ctx.needs_grad(i).then(|| g.narrow(dim, start - n, n))
+                    })
+                    .collect()
+            },
+        )
     }
 
     /// Joins tensors of one shape along a new dimension `dim`.

@@ -1,13 +1,18 @@
 //! Elementwise functions of one tensor. Each rule saves the cheaper of input
 //! and output (`exp`, `tanh`, `sigmoid`, `sqrt` and `relu` need only their
 //! output). Derivatives that are piecewise constant (`relu`, `abs`, `clamp`,
-//! `leaky_relu`) multiply by a mask computed in the rule: a constant, so
-//! their second derivatives are 0 as they should be.
+//! `leaky_relu`) go through [`Tensor::mul_step`], whose own derivative in
+//! the input is 0, as it should be.
 
 use crate::autograd::node::{record, Save};
-use crate::ops::kernels::map;
+use crate::ops::kernels::{map, zip_map};
+use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::smallvec;
+use std::sync::Arc;
+
+/// A piecewise-constant function: the derivative of a piecewise-linear op.
+pub(crate) type Step<T> = Arc<dyn Fn(T) -> T + Send + Sync>;
 
 /// `1 / sqrt(2)`, `2 / sqrt(pi)` as `T`.
 fn frac_1_sqrt_2<T: Float>() -> T {
@@ -37,6 +42,29 @@ impl<T: Float> Tensor<T> {
             };
             smallvec![Some(rule(g, &saved))]
         })
+    }
+
+    /// `self * step(x)` for a piecewise-constant `step`: the gradient of
+    /// relu, abs, clamp and the like, with `self` the incoming gradient.
+    /// Recorded, so that under `create_graph` the gradient is itself
+    /// differentiable: by `step(x)` in `self`, and 0 in `x` (as PyTorch's
+    /// `threshold_backward`).
+    pub(crate) fn mul_step(&self, x: &Tensor<T>, step: Step<T>) -> Tensor<T> {
+        let out = zip_map("mul_step", &self.value(), &x.value(), |g, v| g * step(v));
+        let x_shape = dims(x.shape());
+        record(
+            "StepBackward",
+            &[self, x],
+            out,
+            &[Save::Input(1)],
+            move |ctx, gg| {
+                smallvec![
+                    ctx.needs_grad(0)
+                        .then(|| gg.mul_step(&ctx.input(1), step.clone())),
+                    ctx.needs_grad(1).then(|| Tensor::zeros(&x_shape)),
+                ]
+            },
+        )
     }
 
     /// eˣ, elementwise.
@@ -69,7 +97,9 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn log1p(&self) -> Tensor<T> {
         // d ln(1 + x) = dx / (1 + x)
-        self.unary("Log1PBackward", T::ln_1p, Save::Input(0), |g, x| g / (x + T::one()))
+        self.unary("Log1PBackward", T::ln_1p, Save::Input(0), |g, x| {
+            g / (x + T::one())
+        })
     }
 
     /// The square root, elementwise.
@@ -91,8 +121,9 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn abs(&self) -> Tensor<T> {
         // d |x| = sign(x) dx, with sign(0) = 0 (as PyTorch)
-        self.unary("AbsBackward", T::abs, Save::Input(0), |g, x| {
-            g * x.constant_map(|v| if v == T::zero() { T::zero() } else { v.signum() })
+        let sign: Step<T> = Arc::new(|v| if v == T::zero() { T::zero() } else { v.signum() });
+        self.unary("AbsBackward", T::abs, Save::Input(0), move |g, x| {
+            g.mul_step(x, sign.clone())
         })
     }
 
@@ -126,7 +157,9 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn tanh(&self) -> Tensor<T> {
         // d tanh(x) = (1 - tanh²(x)) dx
-        self.unary("TanhBackward", T::tanh, Save::Output, |g, y| g * (-(y * y) + T::one()))
+        self.unary("TanhBackward", T::tanh, Save::Output, |g, y| {
+            g * (-(y * y) + T::one())
+        })
     }
 
     /// The logistic function 1 / (1 + e⁻ˣ), elementwise.
@@ -137,7 +170,9 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn sigmoid(&self) -> Tensor<T> {
         // d σ(x) = σ(x) (1 - σ(x)) dx
-        self.unary("SigmoidBackward", sigmoid, Save::Output, |g, y| g * y * (-y + T::one()))
+        self.unary("SigmoidBackward", sigmoid, Save::Output, |g, y| {
+            g * y * (-y + T::one())
+        })
     }
 
     /// max(x, 0), elementwise.
@@ -150,8 +185,9 @@ impl<T: Float> Tensor<T> {
         // d relu(x) = [x > 0] dx (0 at x = 0, as PyTorch); y > 0 iff x > 0
         // (NaN stays NaN, as PyTorch.)
         let f = |x: T| if x <= T::zero() { T::zero() } else { x };
-        self.unary("ReluBackward", f, Save::Output, |g, y| {
-            g * y.constant_map(|v| if v > T::zero() { T::one() } else { T::zero() })
+        let positive: Step<T> = Arc::new(|v| if v > T::zero() { T::one() } else { T::zero() });
+        self.unary("ReluBackward", f, Save::Output, move |g, y| {
+            g.mul_step(y, positive.clone())
         })
     }
 
@@ -165,8 +201,9 @@ impl<T: Float> Tensor<T> {
     pub fn leaky_relu(&self, slope: T) -> Tensor<T> {
         // d leaky_relu(x) = (x > 0 ? 1 : slope) dx
         let f = move |x: T| if x > T::zero() { x } else { x * slope };
+        let slopes: Step<T> = Arc::new(move |v| if v > T::zero() { T::one() } else { slope });
         self.unary("LeakyReluBackward", f, Save::Input(0), move |g, x| {
-            g * x.constant_map(|v| if v > T::zero() { T::one() } else { slope })
+            g.mul_step(x, slopes.clone())
         })
     }
 
@@ -191,8 +228,9 @@ impl<T: Float> Tensor<T> {
                 x
             }
         };
+        let inside: Step<T> = Arc::new(move |v| if v >= min && v <= max { T::one() } else { T::zero() });
         self.unary("ClampBackward", f, Save::Input(0), move |g, x| {
-            g * x.constant_map(|v| if v >= min && v <= max { T::one() } else { T::zero() })
+            g.mul_step(x, inside.clone())
         })
     }
 
@@ -204,13 +242,18 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn powf(&self, p: T) -> Tensor<T> {
         // d xᵖ = p xᵖ⁻¹ dx (0 for p = 0, also at x = 0)
-        self.unary("PowBackward", move |x| x.powf(p), Save::Input(0), move |g, x| {
-            if p == T::zero() {
-                g * T::zero()
-            } else {
-                g * x.powf(p - T::one()) * p
-            }
-        })
+        self.unary(
+            "PowBackward",
+            move |x| x.powf(p),
+            Save::Input(0),
+            move |g, x| {
+                if p == T::zero() {
+                    g * T::zero()
+                } else {
+                    g * x.powf(p - T::one()) * p
+                }
+            },
+        )
     }
 
     /// The error function, elementwise (`torch.erf`).
