@@ -37,6 +37,7 @@ mod rng;
 mod storage;
 mod tensor;
 
+pub use autograd::checkpoint::{checkpoint, checkpoint_many, checkpoint_sequential};
 pub use autograd::custom::CustomOp;
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
 pub use autograd::gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
@@ -50,7 +51,7 @@ pub use tensor::Tensor;
 /// `use tapegrad::prelude::*;` brings in the types and functions of the API.
 pub mod prelude {
     pub use crate::{
-        enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad, BackwardOptions, CustomOp,
+        checkpoint, checkpoint_many, checkpoint_sequential, enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad, BackwardOptions, CustomOp,
         Float, GradOptions, GradcheckError, GradcheckOptions, NoGradGuard, Tensor,
     };
 }

@@ -50,3 +50,30 @@ pub(crate) fn normal<T: Float>(n: usize) -> Vec<T> {
         out
     })
 }
+
+/// A copy of this thread's generator, for a checkpoint to replay.
+pub(crate) fn snapshot() -> StdRng {
+    RNG.with(|r| r.borrow().clone())
+}
+
+/// Draws from `generator` instead of this thread's generator until dropped;
+/// the thread's own stream is then back where it was.
+pub(crate) struct Replay {
+    live: Option<StdRng>,
+}
+
+impl Replay {
+    pub(crate) fn new(generator: StdRng) -> Self {
+        Replay {
+            live: Some(RNG.with(|r| r.replace(generator))),
+        }
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if let Some(live) = self.live.take() {
+            RNG.with(|r| *r.borrow_mut() = live);
+        }
+    }
+}

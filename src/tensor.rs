@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 /// What a handle points to. Clones of a [`Tensor`] share one of these.
 pub(crate) struct TensorImpl<T: Float> {
     /// Immutable: in-place ops keep the shape.
-    shape: Dims,
+    pub(crate) shape: Dims,
     /// Replaced (copy-on-write) by in-place ops; read by everything else.
     data: RwLock<Value<T>>,
     /// Bumped by every in-place write; saved values compare it on unpack.

@@ -10,6 +10,7 @@
 //! Nothing recurses, so a graph of a million ops backwards on a small stack.
 //! No global lock is held, so a backward may start inside a backward.
 
+use crate::autograd::checkpoint;
 use crate::autograd::mode::GradModeGuard;
 use crate::autograd::node::{Edge, Node};
 use crate::tensor::{Tensor, TensorImpl};
@@ -231,6 +232,7 @@ fn run<T: Float>(
     targets: Option<&[Tensor<T>]>,
 ) -> Option<Vec<Option<Tensor<T>>>> {
     let _mode = GradModeGuard::new(create_graph);
+    let _session = checkpoint::Session::begin();
 
     // Targets: leaves by their handle, non-leaves by their node.
     let mut results: Option<Vec<Option<Tensor<T>>>> = targets.map(|t| vec![None; t.len()]);
@@ -367,15 +369,18 @@ fn mark_needed<T: Float>(
             }
         }
     }
-    // ...walked backwards, so that every node's inputs are decided first.
+    // ...walked backwards, so that every node's inputs are decided first. A
+    // node runs if one of its inputs is a target or leads to one; a target
+    // itself need not run (its gradient is read when it is ready).
     for &i in order.iter().rev() {
         let node = &pending[i].node;
-        let needed = node_targets.contains_key(&node_key(node))
-            || node.edges.iter().any(|e| match e {
-                Edge::Node(child) => pending[index[&node_key(child)]].needed,
-                Edge::Leaf(leaf) => leaf_targets.contains_key(&(leaf.as_ptr() as usize)),
-                Edge::None => false,
-            });
+        let needed = node.edges.iter().any(|e| match e {
+            Edge::Node(child) => {
+                node_targets.contains_key(&node_key(child)) || pending[index[&node_key(child)]].needed
+            }
+            Edge::Leaf(leaf) => leaf_targets.contains_key(&(leaf.as_ptr() as usize)),
+            Edge::None => false,
+        });
         pending[i].needed = needed;
     }
 }

@@ -1,6 +1,7 @@
 //! The tape: nodes, the backward walk, grad mode, gradient checking,
 //! custom ops and saved-memory accounting.
 
+pub(crate) mod checkpoint;
 pub(crate) mod custom;
 pub(crate) mod engine;
 pub(crate) mod gradcheck;

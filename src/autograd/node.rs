@@ -8,12 +8,14 @@
 //! where versions are checked, memory is counted and (later) checkpoint
 //! placeholders are filled.
 
+use crate::autograd::checkpoint::{self, Frame};
 use crate::autograd::memory::SavedBuf;
 use crate::autograd::mode::is_grad_enabled;
 use crate::storage::{Dims, Value};
 use crate::tensor::{Tensor, TensorImpl};
 use crate::Float;
 use smallvec::SmallVec;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -48,21 +50,95 @@ pub(crate) enum Role {
 /// nobody wrote to it in place and to re-attach it to the graph.
 pub(crate) struct Saved<T: Float> {
     role: Role,
-    value: Value<T>,
-    _counted: SavedBuf<T>,
+    data: SavedData<T>,
     /// The tensor whose data this is, to compare versions on unpack.
     owner: Weak<TensorImpl<T>>,
     version: u64,
+}
+
+/// The data of a saved value: held, or (inside a checkpoint scope) a
+/// placeholder that the scope's re-run fills during backward.
+#[derive(Clone)]
+pub(crate) enum SavedData<T: Float> {
+    Held(Held<T>),
+    Placeholder { frame: Arc<Frame>, index: usize },
+}
+
+/// A value held for backward, counted in `memory::saved_bytes` while it
+/// lives.
+pub(crate) struct Held<T: Float> {
+    pub(crate) value: Value<T>,
+    _counted: SavedBuf<T>,
+}
+
+impl<T: Float> Held<T> {
+    pub(crate) fn new(value: Value<T>) -> Self {
+        Held {
+            _counted: SavedBuf::new(value.buf.clone()),
+            value,
+        }
+    }
+}
+
+impl<T: Float> Clone for Held<T> {
+    fn clone(&self) -> Self {
+        Held::new(self.value.clone())
+    }
 }
 
 impl<T: Float> Clone for Saved<T> {
     fn clone(&self) -> Self {
         Saved {
             role: self.role,
-            value: self.value.clone(),
-            _counted: SavedBuf::new(self.value.buf.clone()),
+            data: self.data.clone(),
             owner: self.owner.clone(),
             version: self.version,
+        }
+    }
+}
+
+impl<T: Float> Saved<T> {
+    /// Saves `value` (the data of `owner` at `version`) through the
+    /// innermost checkpoint scope of this thread, if any.
+    pub(crate) fn new(role: Role, value: Value<T>, owner: Weak<TensorImpl<T>>, version: u64) -> Self {
+        Saved {
+            role,
+            data: checkpoint::save(value),
+            owner,
+            version,
+        }
+    }
+
+    /// `t`'s current data, saved as `role`.
+    pub(crate) fn of(role: Role, t: &Tensor<T>) -> Self {
+        Saved::new(
+            role,
+            t.value(),
+            Arc::downgrade(&t.inner),
+            t.inner.version.load(Ordering::Acquire),
+        )
+    }
+
+    /// The data, after checking that nobody wrote to it in place; a
+    /// placeholder is filled by its checkpoint's re-run. `op` names the
+    /// reader in messages.
+    pub(crate) fn value(&self, op: &str) -> Value<T> {
+        if let Some(owner) = self.owner.upgrade() {
+            let now = owner.version.load(Ordering::Acquire);
+            if now != self.version {
+                panic!(
+                    "{op}: one of the values needed for gradient computation has been modified by \
+                     an inplace operation: its {} of shape {:?} is at version {now}; expected \
+                     version {}",
+                    describe(self.role),
+                    owner.shape.as_slice(),
+                    self.version
+                );
+            }
+        }
+        match &self.data {
+            SavedData::Held(h) => h.value.clone(),
+            SavedData::Placeholder { frame, index } => frame.unpack::<T>(*index),
         }
     }
 }
@@ -100,7 +176,10 @@ impl<T: Float> Node<T> {
                 state.clone()
             }
         };
-        let ctx = Ctx { node: self, saved };
+        let ctx = Ctx {
+            node: self,
+            saved: saved.map(RefCell::new),
+        };
         let grads = (self.rule)(&ctx, grad);
         assert_eq!(
             grads.len(),
@@ -141,7 +220,9 @@ fn take_node_edges<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>, stack: &mut Vec
 /// What a backward rule reads its saved values through.
 pub(crate) struct Ctx<'a, T: Float> {
     node: &'a Arc<Node<T>>,
-    saved: Option<SmallVec<[Saved<T>; 2]>>,
+    /// A placeholder, once filled, is replaced here by its value, so that a
+    /// rule reading it twice does not re-run its checkpoint twice.
+    saved: Option<RefCell<SmallVec<[Saved<T>; 2]>>>,
 }
 
 impl<T: Float> Ctx<'_, T> {
@@ -169,37 +250,30 @@ impl<T: Float> Ctx<'_, T> {
                  the first backward if you need to backward through it again"
             )
         });
+        let mut saved = saved.borrow_mut();
         let s = saved
-            .iter()
+            .iter_mut()
             .find(|s| s.role == role)
             .unwrap_or_else(|| panic!("{name}: internal error: {role:?} was not saved"));
-        if let Some(owner) = s.owner.upgrade() {
-            let now = owner.version.load(Ordering::Acquire);
-            if now != s.version {
-                panic!(
-                    "{name}: one of the values needed for gradient computation has been modified \
-                     by an inplace operation: its {} of shape {:?} is at version {now}; expected \
-                     version {}",
-                    describe(role),
-                    s.value.shape.as_slice(),
-                    s.version
-                );
-            }
+        let value = s.value(name);
+        if let SavedData::Placeholder { .. } = s.data {
+            s.data = SavedData::Held(Held::new(value.clone()));
         }
+        drop(saved);
         if !is_grad_enabled() {
-            return Tensor::from_value(s.value.clone());
+            return Tensor::from_value(value);
         }
         // create_graph: re-attach the value to the graph, so that the rule's
         // own ops record edges to where the value came from.
         match role {
-            Role::Output => Tensor::with_node(s.value.clone(), self.node.clone()),
+            Role::Output => Tensor::with_node(value, self.node.clone()),
             Role::Input(i) => match &self.node.edges[i] {
-                Edge::Node(n) => Tensor::with_node(s.value.clone(), n.clone()),
+                Edge::Node(n) => Tensor::with_node(value, n.clone()),
                 Edge::Leaf(w) => match w.upgrade() {
                     Some(leaf) => Tensor { inner: leaf },
-                    None => Tensor::from_value(s.value.clone()),
+                    None => Tensor::from_value(value),
                 },
-                Edge::None => Tensor::from_value(s.value.clone()),
+                Edge::None => Tensor::from_value(value),
             },
         }
     }
@@ -252,14 +326,8 @@ pub(crate) fn record<T: Float>(
         let saved = saves
             .iter()
             .map(|s| match s {
-                Save::Input(i) => saved_of(Role::Input(*i), inputs[*i]),
-                Save::Output => Saved {
-                    role: Role::Output,
-                    _counted: SavedBuf::new(out.buf.clone()),
-                    value: out.clone(),
-                    owner: me.clone(),
-                    version: 0,
-                },
+                Save::Input(i) => Saved::of(Role::Input(*i), inputs[*i]),
+                Save::Output => Saved::new(Role::Output, out.clone(), me.clone(), 0),
             })
             .collect();
         let node = Node {
@@ -273,15 +341,4 @@ pub(crate) fn record<T: Float>(
         TensorImpl::new(out, Some(Arc::new(node)), true)
     });
     Tensor { inner }
-}
-
-fn saved_of<T: Float>(role: Role, t: &Tensor<T>) -> Saved<T> {
-    let value = t.value();
-    Saved {
-        role,
-        _counted: SavedBuf::new(value.buf.clone()),
-        value,
-        owner: Arc::downgrade(&t.inner),
-        version: t.inner.version.load(Ordering::Acquire),
-    }
 }

@@ -1,0 +1,316 @@
+//! Gradient checkpointing: the same gradients as without it, for inputs and
+//! captured weights, with dropout replayed, nested, through retain_graph,
+//! create_graph and `tapegrad::grad`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tapegrad::prelude::*;
+
+/// A block: tanh(dropout(x @ w) + b); `p = 0` for no dropout.
+fn block(x: &Tensor<f64>, w: &Tensor<f64>, b: &Tensor<f64>, p: f64) -> Tensor<f64> {
+    (x.matmul(w).dropout(p, true) + b).tanh()
+}
+
+struct Net {
+    w: Vec<Tensor<f64>>,
+    b: Vec<Tensor<f64>>,
+}
+
+impl Net {
+    fn new(depth: usize, width: usize) -> Self {
+        tapegrad::manual_seed(1);
+        let w = (0..depth)
+            .map(|_| (Tensor::randn(&[width, width]) * 0.5).detach().set_requires_grad(true))
+            .collect();
+        let b = (0..depth).map(|_| Tensor::randn(&[width]).set_requires_grad(true)).collect();
+        Net { w, b }
+    }
+
+    fn params(&self) -> Vec<Tensor<f64>> {
+        self.w.iter().chain(&self.b).cloned().collect()
+    }
+
+    fn grads(&self) -> Vec<Vec<f64>> {
+        self.params().iter().map(|p| p.grad().expect("every weight gets a gradient").to_vec()).collect()
+    }
+
+    fn zero_grad(&self) {
+        self.params().iter().for_each(Tensor::zero_grad);
+    }
+
+    /// Blocks `from..to` on `x`, plain.
+    fn run(&self, x: &Tensor<f64>, from: usize, to: usize, p: f64) -> Tensor<f64> {
+        (from..to).fold(x.clone(), |h, i| block(&h, &self.w[i], &self.b[i], p))
+    }
+
+    /// Blocks `from..to` on `x` as one checkpoint; the closure captures
+    /// clones of the weights.
+    fn run_checkpointed(&self, x: &Tensor<f64>, from: usize, to: usize, p: f64) -> Tensor<f64> {
+        let (w, b) = (self.w.clone(), self.b.clone());
+        tapegrad::checkpoint(
+            move |xs| (from..to).fold(xs[0].clone(), |h, i| block(&h, &w[i], &b[i], p)),
+            &[x.clone()],
+        )
+    }
+}
+
+/// Loss and all gradients (input first, then weights) of `forward`.
+fn gradients(net: &Net, x: &Tensor<f64>, mut forward: impl FnMut(&Tensor<f64>) -> Tensor<f64>) -> (f64, Vec<Vec<f64>>) {
+    net.zero_grad();
+    x.zero_grad();
+    tapegrad::manual_seed(42);
+    let loss = forward(x).powf(2.0).sum();
+    loss.backward();
+    let mut grads = vec![x.grad().unwrap().to_vec()];
+    grads.extend(net.grads());
+    (loss.item(), grads)
+}
+
+#[test]
+fn gradients_are_bitwise_identical_to_the_plain_run() {
+    let net = Net::new(6, 5);
+    let x = Tensor::<f64>::randn(&[3, 5]).set_requires_grad(true);
+    let plain = gradients(&net, &x, |x| net.run(x, 0, 6, 0.0));
+    let checkpointed = gradients(&net, &x, |x| {
+        let h = net.run_checkpointed(x, 0, 3, 0.0);
+        net.run_checkpointed(&h, 3, 6, 0.0)
+    });
+    assert_eq!(plain, checkpointed);
+}
+
+#[test]
+fn dropout_masks_are_replayed_and_the_stream_after_the_scope_is_unchanged() {
+    let net = Net::new(4, 6);
+    let x = Tensor::<f64>::randn(&[5, 6]).set_requires_grad(true);
+    let mut after = Vec::new();
+    let plain = gradients(&net, &x, |x| {
+        let y = net.run(x, 0, 4, 0.5);
+        after.push(Tensor::<f64>::rand(&[3]).to_vec());
+        y
+    });
+    let checkpointed = gradients(&net, &x, |x| {
+        let y = net.run_checkpointed(x, 0, 4, 0.5);
+        after.push(Tensor::<f64>::rand(&[3]).to_vec());
+        y
+    });
+    assert_eq!(plain, checkpointed);
+    assert_eq!(after[0], after[1], "the generator after the scope is where the plain run leaves it");
+}
+
+#[test]
+fn captured_weights_alone_make_the_output_require_grad() {
+    let net = Net::new(2, 3);
+    let x = Tensor::<f64>::randn(&[2, 3]); // needs no grad
+    let y = net.run_checkpointed(&x, 0, 2, 0.0);
+    assert!(y.requires_grad());
+    y.sum().backward();
+    assert_eq!(net.grads().len(), 4);
+    assert!(x.grad().is_none());
+}
+
+#[test]
+fn weights_used_in_several_checkpoints_and_nonleaf_captures() {
+    let w = Tensor::<f64>::randn(&[4, 4]).set_requires_grad(true);
+    let a = Tensor::<f64>::randn(&[4]).set_requires_grad(true);
+    let x = Tensor::<f64>::randn(&[2, 4]).set_requires_grad(true);
+    let run = |checkpointed: bool| {
+        w.zero_grad();
+        a.zero_grad();
+        x.zero_grad();
+        let scale = a.exp(); // a non-leaf made before the scopes, captured
+        let f = {
+            let (w, scale) = (w.clone(), scale.clone());
+            move |xs: &[Tensor<f64>]| (xs[0].matmul(&w) * &scale).tanh()
+        };
+        let y = if checkpointed {
+            let h = tapegrad::checkpoint(f.clone(), &[x.clone()]);
+            tapegrad::checkpoint(f, &[h])
+        } else {
+            f(&[f(&[x.clone()])])
+        };
+        y.sum().backward();
+        [&w, &a, &x].map(|t| t.grad().unwrap().to_vec())
+    };
+    assert_eq!(run(false), run(true));
+}
+
+#[test]
+fn nested_checkpoints() {
+    let net = Net::new(6, 4);
+    let x = Tensor::<f64>::randn(&[3, 4]).set_requires_grad(true);
+    let plain = gradients(&net, &x, |x| net.run(x, 0, 6, 0.3));
+    let nested = gradients(&net, &x, |x| {
+        let (w, b) = (net.w.clone(), net.b.clone());
+        tapegrad::checkpoint(
+            move |xs| {
+                let (w1, b1) = (w.clone(), b.clone());
+                let inner = tapegrad::checkpoint(
+                    move |ys| (0..3).fold(ys[0].clone(), |h, i| block(&h, &w1[i], &b1[i], 0.3)),
+                    &[xs[0].clone()],
+                );
+                (3..6).fold(inner, |h, i| block(&h, &w[i], &b[i], 0.3))
+            },
+            &[x.clone()],
+        )
+    });
+    assert_eq!(plain, nested);
+}
+
+#[test]
+fn retain_graph_reruns_on_the_second_backward() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let x = Tensor::<f64>::randn(&[4]).set_requires_grad(true);
+    let counter = runs.clone();
+    let y = tapegrad::checkpoint(
+        move |xs| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            xs[0].exp().tanh()
+        },
+        &[x.clone()],
+    )
+    .sum();
+    let opts = || BackwardOptions {
+        retain_graph: true,
+        ..Default::default()
+    };
+    y.backward_opts(opts());
+    let once = x.grad().unwrap().to_vec();
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "forward, then one re-run");
+    y.backward_opts(opts());
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "the second backward re-runs again");
+    let twice = x.grad().unwrap().to_vec();
+    assert_eq!(twice, once.iter().map(|g| 2.0 * g).collect::<Vec<_>>());
+}
+
+#[test]
+fn create_graph_through_a_checkpoint() {
+    // y = Σ tanh(x)³: compare second derivatives with and without.
+    let x = Tensor::<f64>::from_vec(vec![0.3, -0.7, 1.1], &[3]).set_requires_grad(true);
+    let second = |checkpointed: bool| {
+        let f = |xs: &[Tensor<f64>]| xs[0].tanh().powf(3.0);
+        let y = if checkpointed {
+            tapegrad::checkpoint(f, &[x.clone()])
+        } else {
+            f(&[x.clone()])
+        };
+        let opts = GradOptions {
+            create_graph: true,
+            ..Default::default()
+        };
+        let g = tapegrad::grad(&[y.sum()], &[x.clone()], opts)[0].clone().unwrap();
+        tapegrad::grad(&[g.sum()], &[x.clone()], GradOptions::default())[0].clone().unwrap().to_vec()
+    };
+    assert_eq!(second(false), second(true));
+}
+
+#[test]
+fn grad_through_a_checkpoint_recomputes_only_what_is_needed() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let x = Tensor::<f64>::randn(&[3]).set_requires_grad(true);
+    let counter = runs.clone();
+    let a = tapegrad::checkpoint(
+        move |xs| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            xs[0].exp()
+        },
+        &[x.clone()],
+    );
+    // b depends on a, but grad is asked only of a: b's side is not needed.
+    let b = a.sin();
+    let out = a.sum() + b.sum();
+    let g = tapegrad::grad(&[out], &[a.clone()], GradOptions::default());
+    assert_eq!(g[0].as_ref().unwrap().to_vec().len(), 3);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "nothing below `a` was needed: no re-run");
+    assert!(x.grad().is_none());
+}
+
+#[test]
+#[should_panic(expected = "in the forward but")]
+fn a_rerun_that_takes_another_path_panics() {
+    let flip = Arc::new(AtomicUsize::new(0));
+    let x = Tensor::<f64>::randn(&[2, 2]).set_requires_grad(true);
+    let seen = flip.clone();
+    let y = tapegrad::checkpoint(
+        move |xs| {
+            // The second run reshapes differently: a different saved shape.
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                xs[0].exp()
+            } else {
+                xs[0].reshape(&[4]).exp().reshape(&[2, 2])
+            }
+        },
+        &[x.clone()],
+    );
+    y.sum().backward();
+}
+
+#[test]
+#[should_panic(expected = "values but the forward saved 1;")]
+fn a_rerun_that_saves_more_panics() {
+    let flip = Arc::new(AtomicUsize::new(0));
+    let x = Tensor::<f64>::randn(&[3]).set_requires_grad(true);
+    let seen = flip.clone();
+    let y = tapegrad::checkpoint(
+        move |xs| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                xs[0].exp()
+            } else {
+                xs[0].exp().exp() / xs[0].exp()
+            }
+        },
+        &[x.clone()],
+    );
+    y.sum().backward();
+}
+
+#[test]
+fn under_no_grad_checkpoint_just_calls_f() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let x = Tensor::<f64>::randn(&[3]).set_requires_grad(true);
+    let counter = runs.clone();
+    let y = tapegrad::no_grad(|| {
+        tapegrad::checkpoint(
+            move |xs| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                xs[0].exp()
+            },
+            &[x.clone()],
+        )
+    });
+    assert!(y.is_leaf() && !y.requires_grad());
+    assert_eq!(y.to_vec(), x.exp().to_vec());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn checkpoint_sequential_matches_the_plain_run() {
+    let net = Arc::new(Net::new(7, 4));
+    let x = Tensor::<f64>::randn(&[2, 4]).set_requires_grad(true);
+    type Layer = Arc<dyn Fn(&Tensor<f64>) -> Tensor<f64> + Send + Sync>;
+    let layers: Vec<Layer> = (0..7)
+        .map(|i| {
+            let (w, b) = (net.w[i].clone(), net.b[i].clone());
+            Arc::new(move |h: &Tensor<f64>| block(h, &w, &b, 0.2)) as Layer
+        })
+        .collect();
+    let plain = gradients(&net, &x, |x| net.run(x, 0, 7, 0.2));
+    for segments in [1, 2, 3, 7] {
+        let seq = gradients(&net, &x, |x| tapegrad::checkpoint_sequential(&layers, segments, x));
+        assert_eq!(plain, seq, "{segments} segments");
+    }
+}
+
+#[test]
+fn backward_on_another_thread() {
+    let net = Net::new(3, 4);
+    let x = Tensor::<f64>::randn(&[2, 4]).set_requires_grad(true);
+    let plain = gradients(&net, &x, |x| net.run(x, 0, 3, 0.5));
+    net.zero_grad();
+    x.zero_grad();
+    tapegrad::manual_seed(42);
+    let loss = net.run_checkpointed(&x, 0, 3, 0.5).powf(2.0).sum();
+    std::thread::spawn(move || loss.backward()).join().unwrap();
+    let mut grads = vec![x.grad().unwrap().to_vec()];
+    grads.extend(net.grads());
+    assert_eq!(plain.1, grads);
+}
