@@ -37,7 +37,7 @@ mod rng;
 mod storage;
 mod tensor;
 
-pub use autograd::checkpoint::{checkpoint, checkpoint_many, checkpoint_sequential};
+pub use autograd::checkpoint::{checkpoint, checkpoint_many, checkpoint_sequential, Layer};
 pub use autograd::custom::CustomOp;
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
 pub use autograd::gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
@@ -51,8 +51,9 @@ pub use tensor::Tensor;
 /// `use tapegrad::prelude::*;` brings in the types and functions of the API.
 pub mod prelude {
     pub use crate::{
-        checkpoint, checkpoint_many, checkpoint_sequential, enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad, BackwardOptions, CustomOp,
-        Float, GradOptions, GradcheckError, GradcheckOptions, NoGradGuard, Tensor,
+        checkpoint, checkpoint_many, checkpoint_sequential, enable_grad, grad, gradcheck, is_grad_enabled,
+        manual_seed, no_grad, BackwardOptions, CustomOp, Float, GradOptions, GradcheckError,
+        GradcheckOptions, NoGradGuard, Tensor,
     };
 }
 

@@ -112,6 +112,9 @@ fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
 
 type Rerun = Box<dyn Fn() -> Vec<Captured> + Send + Sync>;
 
+/// A re-run's values, each taken when handed out.
+type Recomputed = Vec<Option<Box<dyn Any + Send>>>;
+
 /// One checkpoint scope, kept alive by the placeholders that point to it.
 /// It holds the closure, the saved inputs and the generator snapshot
 /// (inside `rerun`), never a Tensor handle of the graph.
@@ -121,7 +124,7 @@ pub(crate) struct Frame {
     /// dtype and shape of each value the forward saved, in order.
     expected: Mutex<Vec<(&'static str, Dims)>>,
     /// The re-run's values not yet handed out, while a backward uses them.
-    recomputed: Mutex<Option<Vec<Option<Box<dyn Any + Send>>>>>,
+    recomputed: Mutex<Option<Recomputed>>,
 }
 
 impl Frame {
@@ -150,7 +153,7 @@ impl Frame {
 
     /// Re-runs the scope (no lock held meanwhile) and checks that it saved
     /// what the forward saved.
-    fn recompute(&self) -> Vec<Option<Box<dyn Any + Send>>> {
+    fn recompute(&self) -> Recomputed {
         let captured = (self.rerun)();
         let expected = lock(&self.expected);
         assert_eq!(
@@ -177,6 +180,9 @@ impl Frame {
         captured.into_iter().map(|c| Some(c.held)).collect()
     }
 }
+
+/// A layer for [`checkpoint_sequential`]: a shared function of one tensor.
+pub type Layer<T> = Arc<dyn Fn(&Tensor<T>) -> Tensor<T> + Send + Sync>;
 
 static NEXT_FRAME: AtomicU64 = AtomicU64::new(0);
 
@@ -273,11 +279,7 @@ where
 /// ```
 ///
 /// **Panics** unless `1 <= segments <= layers.len()`.
-pub fn checkpoint_sequential<T: Float>(
-    layers: &[Arc<dyn Fn(&Tensor<T>) -> Tensor<T> + Send + Sync>],
-    segments: usize,
-    input: &Tensor<T>,
-) -> Tensor<T> {
+pub fn checkpoint_sequential<T: Float>(layers: &[Layer<T>], segments: usize, input: &Tensor<T>) -> Tensor<T> {
     assert!(
         segments >= 1 && segments <= layers.len(),
         "checkpoint_sequential: {segments} segments for {} layers (need 1 to {})",
@@ -285,9 +287,7 @@ pub fn checkpoint_sequential<T: Float>(
         layers.len()
     );
     let size = layers.len() / segments;
-    let run = |part: &[Arc<dyn Fn(&Tensor<T>) -> Tensor<T> + Send + Sync>], x: &Tensor<T>| {
-        part.iter().fold(x.clone(), |h, layer| layer(&h))
-    };
+    let run = |part: &[Layer<T>], x: &Tensor<T>| part.iter().fold(x.clone(), |h, layer| layer(&h));
     let mut x = input.clone();
     for s in 0..segments - 1 {
         let part: Vec<_> = layers[s * size..(s + 1) * size].to_vec();
