@@ -20,9 +20,15 @@ impl Net {
     fn new(depth: usize, width: usize) -> Self {
         tapegrad::manual_seed(1);
         let w = (0..depth)
-            .map(|_| (Tensor::randn(&[width, width]) * 0.5).detach().set_requires_grad(true))
+            .map(|_| {
+                (Tensor::randn(&[width, width]) * 0.5)
+                    .detach()
+                    .set_requires_grad(true)
+            })
             .collect();
-        let b = (0..depth).map(|_| Tensor::randn(&[width]).set_requires_grad(true)).collect();
+        let b = (0..depth)
+            .map(|_| Tensor::randn(&[width]).set_requires_grad(true))
+            .collect();
         Net { w, b }
     }
 
@@ -31,7 +37,10 @@ impl Net {
     }
 
     fn grads(&self) -> Vec<Vec<f64>> {
-        self.params().iter().map(|p| p.grad().expect("every weight gets a gradient").to_vec()).collect()
+        self.params()
+            .iter()
+            .map(|p| p.grad().expect("every weight gets a gradient").to_vec())
+            .collect()
     }
 
     fn zero_grad(&self) {
@@ -55,7 +64,11 @@ impl Net {
 }
 
 /// Loss and all gradients (input first, then weights) of `forward`.
-fn gradients(net: &Net, x: &Tensor<f64>, mut forward: impl FnMut(&Tensor<f64>) -> Tensor<f64>) -> (f64, Vec<Vec<f64>>) {
+fn gradients(
+    net: &Net,
+    x: &Tensor<f64>,
+    mut forward: impl FnMut(&Tensor<f64>) -> Tensor<f64>,
+) -> (f64, Vec<Vec<f64>>) {
     net.zero_grad();
     x.zero_grad();
     tapegrad::manual_seed(42);
@@ -94,7 +107,10 @@ fn dropout_masks_are_replayed_and_the_stream_after_the_scope_is_unchanged() {
         y
     });
     assert_eq!(plain, checkpointed);
-    assert_eq!(after[0], after[1], "the generator after the scope is where the plain run leaves it");
+    assert_eq!(
+        after[0], after[1],
+        "the generator after the scope is where the plain run leaves it"
+    );
 }
 
 #[test]
@@ -177,7 +193,11 @@ fn retain_graph_reruns_on_the_second_backward() {
     let once = x.grad().unwrap().to_vec();
     assert_eq!(runs.load(Ordering::SeqCst), 2, "forward, then one re-run");
     y.backward_opts(opts());
-    assert_eq!(runs.load(Ordering::SeqCst), 3, "the second backward re-runs again");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "the second backward re-runs again"
+    );
     let twice = x.grad().unwrap().to_vec();
     assert_eq!(twice, once.iter().map(|g| 2.0 * g).collect::<Vec<_>>());
 }
@@ -198,7 +218,10 @@ fn create_graph_through_a_checkpoint() {
             ..Default::default()
         };
         let g = tapegrad::grad(&[y.sum()], &[x.clone()], opts)[0].clone().unwrap();
-        tapegrad::grad(&[g.sum()], &[x.clone()], GradOptions::default())[0].clone().unwrap().to_vec()
+        tapegrad::grad(&[g.sum()], &[x.clone()], GradOptions::default())[0]
+            .clone()
+            .unwrap()
+            .to_vec()
     };
     assert_eq!(second(false), second(true));
 }
@@ -220,7 +243,11 @@ fn grad_through_a_checkpoint_recomputes_only_what_is_needed() {
     let out = a.sum() + b.sum();
     let g = tapegrad::grad(&[out], &[a.clone()], GradOptions::default());
     assert_eq!(g[0].as_ref().unwrap().to_vec().len(), 3);
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "nothing below `a` was needed: no re-run");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "nothing below `a` was needed: no re-run"
+    );
     assert!(x.grad().is_none());
 }
 
@@ -295,7 +322,9 @@ fn checkpoint_sequential_matches_the_plain_run() {
         .collect();
     let plain = gradients(&net, &x, |x| net.run(x, 0, 7, 0.2));
     for segments in [1, 2, 3, 7] {
-        let seq = gradients(&net, &x, |x| tapegrad::checkpoint_sequential(&layers, segments, x));
+        let seq = gradients(&net, &x, |x| {
+            tapegrad::checkpoint_sequential(&layers, segments, x)
+        });
         assert_eq!(plain, seq, "{segments} segments");
     }
 }
