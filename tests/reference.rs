@@ -1,0 +1,490 @@
+//! Every op against reference values computed by PyTorch (float64).
+//!
+//! `tests/ref/ops_ref.txt` holds, for each named case, the inputs, an
+//! upstream gradient, and PyTorch's output and input gradients; it was
+//! written by `tests/ref/make_ref.py` (see `tests/ref/README.md`). Here each
+//! case runs through the tapegrad op of the same name (the table in [`run`]),
+//! `backward_with` the upstream gradient, and the output and every input's
+//! `.grad()` must match: within `1e-9 * max(1, |ref|)` in f64 and
+//! `1e-4 * max(1, |ref|)` in f32. The inputs are f32-representable, so both
+//! runs see the very same numbers.
+//!
+//! Integer arguments (dims, targets, indices) are not in the data file: they
+//! are written in the table below, mirroring the Python cases.
+
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use tapegrad::ndarray::{arr2, ArrayD};
+use tapegrad::prelude::*;
+
+const REFERENCE: &str = include_str!("ref/ops_ref.txt");
+
+const TOL_F64: f64 = 1e-9;
+const TOL_F32: f64 = 1e-4;
+
+// ------------------------------------------------------------ the data file
+
+/// A tensor as written in the file: shape and row-major values.
+#[derive(Debug, Clone)]
+struct Data {
+    shape: Vec<usize>,
+    values: Vec<f64>,
+}
+
+#[derive(Debug)]
+struct Case {
+    name: String,
+    /// Each input and whether it requires grad.
+    inputs: Vec<(Data, bool)>,
+    upstream: Data,
+    output: Data,
+    /// The gradient of each input that requires grad, by input index.
+    grads: Vec<(usize, Data)>,
+}
+
+/// `[2,3]` (or `[]`) followed by the values.
+fn parse_data<'a>(line: usize, mut tokens: impl Iterator<Item = &'a str>) -> Data {
+    let shape = tokens
+        .next()
+        .unwrap_or_else(|| panic!("line {line}: missing shape"));
+    let inner = shape
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("line {line}: bad shape {shape:?}"));
+    let shape: Vec<usize> = if inner.is_empty() {
+        vec![]
+    } else {
+        inner
+            .split(',')
+            .map(|d| d.parse().unwrap_or_else(|_| panic!("line {line}: bad dim {d:?}")))
+            .collect()
+    };
+    let values: Vec<f64> = tokens
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("line {line}: bad number {v:?}"))
+        })
+        .collect();
+    assert_eq!(
+        values.len(),
+        shape.iter().product::<usize>(),
+        "line {line}: {} values for shape {shape:?}",
+        values.len()
+    );
+    Data { shape, values }
+}
+
+fn parse_index(line: usize, token: Option<&str>) -> usize {
+    token
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("line {line}: missing index"))
+}
+
+/// A case whose `end` line is still to come.
+struct Partial {
+    name: String,
+    inputs: Vec<(Data, bool)>,
+    upstream: Option<Data>,
+    output: Option<Data>,
+    grads: Vec<(usize, Data)>,
+}
+
+fn parse(text: &str) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut current: Option<Partial> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line = n + 1;
+        let mut tokens = raw.split_whitespace();
+        let Some(kind) = tokens.next() else { continue };
+        if kind.starts_with('#') || kind == "torch" {
+            continue;
+        }
+        if kind == "case" {
+            assert!(current.is_none(), "line {line}: case inside a case");
+            let name = tokens
+                .next()
+                .unwrap_or_else(|| panic!("line {line}: case without a name"));
+            current = Some(Partial {
+                name: name.to_string(),
+                inputs: vec![],
+                upstream: None,
+                output: None,
+                grads: vec![],
+            });
+            continue;
+        }
+        let case = current
+            .as_mut()
+            .unwrap_or_else(|| panic!("line {line}: {kind:?} outside a case"));
+        match kind {
+            "input" => {
+                let i = parse_index(line, tokens.next());
+                assert_eq!(i, case.inputs.len(), "line {line}: inputs out of order");
+                let shape = tokens
+                    .next()
+                    .unwrap_or_else(|| panic!("line {line}: missing shape"));
+                let req = match tokens.next() {
+                    Some("1") => true,
+                    Some("0") => false,
+                    other => panic!("line {line}: bad requires-grad flag {other:?}"),
+                };
+                case.inputs
+                    .push((parse_data(line, std::iter::once(shape).chain(tokens)), req));
+            }
+            "upstream" => case.upstream = Some(parse_data(line, tokens)),
+            "output" => case.output = Some(parse_data(line, tokens)),
+            "grad" => {
+                let i = parse_index(line, tokens.next());
+                case.grads.push((i, parse_data(line, tokens)));
+            }
+            "end" => {
+                let Partial {
+                    name,
+                    inputs,
+                    upstream,
+                    output,
+                    grads,
+                } = current.take().expect("in a case");
+                cases.push(Case {
+                    upstream: upstream.unwrap_or_else(|| panic!("case {name}: no upstream line")),
+                    output: output.unwrap_or_else(|| panic!("case {name}: no output line")),
+                    name,
+                    inputs,
+                    grads,
+                });
+            }
+            other => panic!("line {line}: unknown record {other:?} in case {}", case.name),
+        }
+    }
+    assert!(current.is_none(), "the file ends inside a case");
+    cases
+}
+
+fn cases() -> Vec<Case> {
+    let cases = parse(REFERENCE);
+    assert!(cases.len() > 100, "only {} cases in ops_ref.txt", cases.len());
+    cases
+}
+
+// ------------------------------------------------------------ the op table
+
+/// A scalar on the left of an operator: implemented concretely for f32 and
+/// f64 only (the orphan rule), so reached here through this trait.
+trait RefFloat: Float {
+    fn radd(s: f64, x: &Tensor<Self>) -> Tensor<Self>;
+    fn rsub(s: f64, x: &Tensor<Self>) -> Tensor<Self>;
+    fn rmul(s: f64, x: &Tensor<Self>) -> Tensor<Self>;
+    fn rdiv(s: f64, x: &Tensor<Self>) -> Tensor<Self>;
+}
+
+macro_rules! ref_float {
+    ($t:ty) => {
+        impl RefFloat for $t {
+            fn radd(s: f64, x: &Tensor<$t>) -> Tensor<$t> {
+                <$t>::of(s) + x
+            }
+            fn rsub(s: f64, x: &Tensor<$t>) -> Tensor<$t> {
+                <$t>::of(s) - x
+            }
+            fn rmul(s: f64, x: &Tensor<$t>) -> Tensor<$t> {
+                <$t>::of(s) * x
+            }
+            fn rdiv(s: f64, x: &Tensor<$t>) -> Tensor<$t> {
+                <$t>::of(s) / x
+            }
+        }
+    };
+}
+
+ref_float!(f32);
+ref_float!(f64);
+
+fn idx2<const N: usize>(rows: &[[usize; N]]) -> ArrayD<usize> {
+    arr2(rows).into_dyn()
+}
+
+/// Defines [`run`] (case name to tapegrad op) and [`TABLE_NAMES`] (every
+/// name it knows) from one list, so that the two cannot drift apart.
+macro_rules! op_table {
+    ($x:ident, $s:ident; $($($name:literal)|+ => $body:expr,)*) => {
+        const TABLE_NAMES: &[&str] = &[$($($name,)+)*];
+
+        /// The tapegrad op of the reference case `name` on inputs `x`.
+        ///
+        /// **Panics** on a name it does not know.
+        fn run<T: RefFloat>(name: &str, $x: &[Tensor<T>]) -> Tensor<T> {
+            let $s = |v: f64| T::of(v);
+            match name {
+                $($($name)|+ => $body,)*
+                other => panic!("no tapegrad entry for reference case {other:?}"),
+            }
+        }
+    };
+}
+
+op_table! { x, s;
+    // binary, broadcasting
+    "add_same" | "add_broadcast_row" | "add_broadcast_outer" | "add_broadcast_3d"
+        | "add_broadcast_scalar_tensor" | "add_broadcast_lhs_smaller" => &x[0] + &x[1],
+    "sub_same" | "sub_broadcast_row" | "sub_broadcast_outer" | "sub_broadcast_3d"
+        | "sub_broadcast_scalar_tensor" | "sub_broadcast_lhs_smaller" => &x[0] - &x[1],
+    "mul_same" | "mul_broadcast_row" | "mul_broadcast_outer" | "mul_broadcast_3d"
+        | "mul_broadcast_scalar_tensor" | "mul_broadcast_lhs_smaller" | "mul_const_rhs" => &x[0] * &x[1],
+    "div_same" | "div_broadcast_row" | "div_broadcast_outer" | "div_broadcast_3d"
+        | "div_broadcast_scalar_tensor" | "div_broadcast_lhs_smaller" | "div_const_lhs" => &x[0] / &x[1],
+    "mul_self" => &x[0] * &x[0],
+    "sub_self_chain" => (&x[0] - x[0].exp()) * &x[0],
+    "add_scalar" => &x[0] + s(2.5),
+    "sub_scalar" => &x[0] - s(2.5),
+    "mul_scalar" => &x[0] * s(2.5),
+    "div_scalar" => &x[0] / s(2.5),
+    "scalar_add" => T::radd(2.5, &x[0]),
+    "scalar_sub" => T::rsub(2.5, &x[0]),
+    "scalar_mul" => T::rmul(2.5, &x[0]),
+    "scalar_div" => T::rdiv(2.5, &x[0]),
+    "neg" => -&x[0],
+    "maximum" | "maximum_broadcast" | "maximum_ties" => x[0].maximum(&x[1]),
+    "minimum" | "minimum_broadcast" | "minimum_ties" => x[0].minimum(&x[1]),
+    "pow_tensor" | "pow_tensor_broadcast" | "pow_tensor_const_exponent" | "pow_tensor_zero_base" => {
+        x[0].pow(&x[1])
+    },
+
+    // elementwise
+    "exp" => x[0].exp(),
+    "ln" => x[0].ln(),
+    "log1p" | "log1p_tiny" => x[0].log1p(),
+    "sqrt" => x[0].sqrt(),
+    "abs" => x[0].abs(),
+    "sin" => x[0].sin(),
+    "cos" => x[0].cos(),
+    "tanh" => x[0].tanh(),
+    "sigmoid" | "sigmoid_extreme" => x[0].sigmoid(),
+    "relu" => x[0].relu(),
+    "leaky_relu" => x[0].leaky_relu(s(0.1)),
+    "leaky_relu_default" => x[0].leaky_relu(s(0.01)),
+    "clamp" => x[0].clamp(s(-1.0), s(0.5)),
+    "clamp_random" => x[0].clamp(s(-0.5), s(0.75)),
+    "powf_2" => x[0].powf(s(2.0)),
+    "powf_3" => x[0].powf(s(3.0)),
+    "powf_half" => x[0].powf(s(0.5)),
+    "powf_neg" => x[0].powf(s(-1.5)),
+    "powf_frac" => x[0].powf(s(2.7)),
+    "powf_zero" => x[0].powf(s(0.0)),
+    "erf" => x[0].erf(),
+    "gelu" => x[0].gelu(),
+    "softplus" | "softplus_threshold" => x[0].softplus(),
+
+    // matmul
+    "matmul_2d" | "matmul_1d_1d" | "matmul_2d_1d" | "matmul_1d_2d" | "matmul_batched"
+        | "matmul_batched_2d" | "matmul_2d_batched" | "matmul_batched_1d" | "matmul_1d_batched"
+        | "matmul_batched_broadcast" => x[0].matmul(&x[1]),
+    "matmul_transposed" => x[0].t().matmul(&x[1].t()),
+
+    // reductions
+    "sum" | "sum_3d" => x[0].sum(),
+    "mean" | "mean_3d" => x[0].mean(),
+    "sum_dim0" | "sum_dim0_1d" => x[0].sum_dim(0, false),
+    "sum_dim1" | "sum_dim1_3d" => x[0].sum_dim(1, false),
+    "sum_dim1_keep" => x[0].sum_dim(1, true),
+    "sum_dim2_3d_keep" => x[0].sum_dim(2, true),
+    "mean_dim0" | "mean_dim0_1d" => x[0].mean_dim(0, false),
+    "mean_dim1" | "mean_dim1_3d" => x[0].mean_dim(1, false),
+    "mean_dim1_keep" => x[0].mean_dim(1, true),
+    "mean_dim2_3d_keep" => x[0].mean_dim(2, true),
+    "max_dim0" => x[0].max_dim(0, false),
+    "max_dim1_keep" => x[0].max_dim(1, true),
+    "max_dim1_3d" => x[0].max_dim(1, false),
+    "min_dim0" => x[0].min_dim(0, false),
+    "min_dim1_keep" => x[0].min_dim(1, true),
+    "min_dim2_3d" => x[0].min_dim(2, false),
+    "max_dim_with_indices" => {
+        let (values, index) = x[0].max_dim_with_indices(1, true);
+        values + x[0].gather(1, &index)
+    },
+    "min_dim_with_indices" => {
+        let (values, index) = x[0].min_dim_with_indices(0, true);
+        values + x[0].gather(0, &index)
+    },
+    "argmax_dim" => x[0].gather(0, &x[0].argmax_dim(0, true)),
+    "logsumexp_dim1" | "logsumexp_large" => x[0].logsumexp_dim(1, false),
+    "logsumexp_dim0_keep" | "logsumexp_large_neg_keep" => x[0].logsumexp_dim(0, true),
+    "logsumexp_dim1_3d_keep" => x[0].logsumexp_dim(1, true),
+    "var_dim0" | "var_dim0_1d_offset" => x[0].var_dim(0, false),
+    "var_dim1_keep" => x[0].var_dim(1, true),
+    "var_dim1_3d" => x[0].var_dim(1, false),
+
+    // shape
+    "reshape" => x[0].reshape(&[4, 6]),
+    "reshape_flat" => x[0].reshape(&[6]),
+    "reshape_to_scalar" => x[0].reshape(&[]),
+    "reshape_noncontiguous" => x[0].t().reshape(&[2, 6]),
+    "transpose" => x[0].transpose(0, 2),
+    "transpose_mid" => x[0].transpose(1, 2),
+    "t" | "t_1d" => x[0].t(),
+    "permute" => x[0].permute(&[2, 0, 1]),
+    "unsqueeze" => x[0].unsqueeze(1),
+    "unsqueeze_end" => x[0].unsqueeze(2),
+    "squeeze" => x[0].squeeze(1),
+    "squeeze_noop" => x[0].squeeze(0),
+    "narrow" => x[0].narrow(1, 1, 3),
+    "narrow_dim0" => x[0].narrow(0, 2, 2),
+    "broadcast_to" => x[0].broadcast_to(&[2, 4, 3]),
+    "broadcast_to_ones" => x[0].broadcast_to(&[2, 3]),
+    "broadcast_to_mixed" => x[0].broadcast_to(&[2, 4, 3, 5]),
+    "cat_dim0" => Tensor::cat(x, 0),
+    "cat_dim1" | "cat_mixed_req" => Tensor::cat(x, 1),
+    "stack_dim0" => Tensor::stack(x, 0),
+    "stack_dim1" => Tensor::stack(x, 1),
+    "stack_dim_end" => Tensor::stack(x, 2),
+    "index_select_dim0" => x[0].index_select(0, &[2, 0, 2, 3]),
+    "index_select_dim1" => x[0].index_select(1, &[3, 3, 1]),
+    "gather_dim1" => x[0].gather(1, &idx2(&[[0, 3], [1, 1], [2, 0]])),
+    "gather_dim0" => x[0].gather(0, &idx2(&[[2, 0, 1, 2], [2, 2, 0, 1]])),
+
+    // nn
+    "softmax_dim1" | "softmax_large" | "softmax_3d_mid" => x[0].softmax(1),
+    "softmax_dim0" => x[0].softmax(0),
+    "log_softmax_dim1" | "log_softmax_large" => x[0].log_softmax(1),
+    "log_softmax_dim0" => x[0].log_softmax(0),
+
+    "dropout_eval" => x[0].dropout(s(0.5), false),
+    "dropout_p0" => x[0].dropout(s(0.0), true),
+
+    // losses
+    "mse_loss" | "mse_loss_const_target" => x[0].mse_loss(&x[1]),
+    "cross_entropy" => x[0].cross_entropy(&[1, 0, 4, 2]),
+    "cross_entropy_large" => x[0].cross_entropy(&[0, 2]),
+    "nll_loss" => x[0].nll_loss(&[2, 0, 0, 1]),
+    "nll_loss_of_log_softmax" => x[0].log_softmax(1).nll_loss(&[4, 1, 1]),
+    "bce_with_logits" | "bce_with_logits_extreme" => x[0].binary_cross_entropy_with_logits(&x[1]),
+
+    // composites
+    "mlp" => (x[0].matmul(&x[1]) + &x[2]).tanh().matmul(&x[3]),
+    "layer_norm_like" => (&x[0] - x[0].mean_dim(1, true)) / (x[0].var_dim(1, true) + s(1e-5)).sqrt(),
+}
+
+// ------------------------------------------------------------ comparing
+
+fn tensor<T: Float>(d: &Data) -> Tensor<T> {
+    Tensor::from_vec(d.values.iter().map(|&v| T::of(v)).collect(), &d.shape)
+}
+
+/// Appends to `out` a line for every element of `ours` farther than
+/// `tol * max(1, |ref|)` from `theirs` (or one line if the shapes differ).
+fn compare<T: Float>(
+    case: &str,
+    what: &str,
+    ours: &Tensor<T>,
+    theirs: &Data,
+    tol: f64,
+    out: &mut Vec<String>,
+) {
+    if ours.shape() != theirs.shape.as_slice() {
+        out.push(format!(
+            "{case}: {what}: shape {:?}, torch {:?}",
+            ours.shape(),
+            theirs.shape
+        ));
+        return;
+    }
+    for (i, (o, &r)) in ours.to_vec().into_iter().zip(&theirs.values).enumerate() {
+        let o = o.as_f64();
+        let bound = tol * r.abs().max(1.0);
+        let diff = (o - r).abs();
+        if diff.is_nan() || diff > bound {
+            out.push(format!(
+                "{case}: {what}[{i}]: ours {o:e}, torch {r:e} (|diff| {diff:.3e} > {bound:.1e})"
+            ));
+        }
+    }
+}
+
+/// Runs one case in `T`; its mismatches (or its panic) go to `out`.
+fn check_case<T: RefFloat>(case: &Case, tol: f64, out: &mut Vec<String>) {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut found = Vec::new();
+        let inputs: Vec<Tensor<T>> = case
+            .inputs
+            .iter()
+            .map(|(d, req)| tensor::<T>(d).set_requires_grad(*req))
+            .collect();
+        let output = run(&case.name, &inputs);
+        compare(&case.name, "output", &output, &case.output, tol, &mut found);
+        output.backward_with(&tensor(&case.upstream));
+        for (i, x) in inputs.iter().enumerate() {
+            match (case.grads.iter().find(|(j, _)| *j == i), x.grad()) {
+                (Some((_, reference)), Some(g)) => {
+                    compare(&case.name, &format!("grad {i}"), &g, reference, tol, &mut found)
+                }
+                (Some(_), None) => found.push(format!("{}: grad {i}: None, torch has one", case.name)),
+                (None, Some(_)) => found.push(format!(
+                    "{}: grad {i}: input {i} requires no grad but got one",
+                    case.name
+                )),
+                (None, None) => {}
+            }
+        }
+        found
+    }));
+    match result {
+        Ok(found) => out.extend(found),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(non-string panic)");
+            out.push(format!("{}: panicked: {msg}", case.name));
+        }
+    }
+}
+
+fn check_all<T: RefFloat>(tol: f64) {
+    let cases = cases();
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        check_case::<T>(case, tol, &mut mismatches);
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches against PyTorch in {} ({} cases, tolerance {tol:e} * max(1, |ref|)):\n{}",
+        mismatches.len(),
+        T::DTYPE,
+        cases.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn reference_values_f64() {
+    check_all::<f64>(TOL_F64);
+}
+
+#[test]
+fn reference_values_f32() {
+    check_all::<f32>(TOL_F32);
+}
+
+/// No case is silently skipped: every case of the file has an entry in the
+/// table, and the table has no entry the file lacks.
+#[test]
+fn every_case_has_a_table_entry_and_vice_versa() {
+    let file: Vec<String> = cases().into_iter().map(|c| c.name).collect();
+    let file_set: BTreeSet<&str> = file.iter().map(String::as_str).collect();
+    let table_set: BTreeSet<&str> = TABLE_NAMES.iter().copied().collect();
+    assert_eq!(file_set.len(), file.len(), "duplicate case names in ops_ref.txt");
+    assert_eq!(table_set.len(), TABLE_NAMES.len(), "duplicate names in the table");
+    let missing: Vec<_> = file_set.difference(&table_set).collect();
+    let extra: Vec<_> = table_set.difference(&file_set).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "cases without a table entry: {missing:?}; table entries without a case: {extra:?}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "no tapegrad entry for reference case \"no_such_case\"")]
+fn the_table_panics_on_an_unknown_case() {
+    run::<f64>("no_such_case", &[]);
+}
