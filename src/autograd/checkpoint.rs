@@ -47,8 +47,10 @@ thread_local! {
     static SESSIONS: RefCell<Vec<Vec<Arc<Frame>>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Saves `value` through the innermost scope of this thread.
-pub(crate) fn save<T: Float>(value: Value<T>) -> SavedData<T> {
+/// Saves `value`, the `role` of op `op`, through the innermost scope of
+/// this thread.
+pub(crate) fn save<T: Float>(op: &'static str, role: Role, value: Value<T>) -> SavedData<T> {
+    let _ = (op, role);
     SCOPES.with(|scopes| match scopes.borrow().last() {
         None => SavedData::Held(Held::new(value)),
         Some(Scope::Forward(frame)) => {
@@ -231,7 +233,7 @@ where
     let saved: Vec<Saved<T>> = inputs
         .iter()
         .enumerate()
-        .map(|(i, t)| Saved::of(Role::Input(i), t))
+        .map(|(i, t)| Saved::of("Checkpoint", Role::Input(i), t))
         .collect();
     let requires: Vec<bool> = inputs.iter().map(Tensor::requires_grad).collect();
     let generator = rng::snapshot();

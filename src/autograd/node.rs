@@ -98,20 +98,27 @@ impl<T: Float> Clone for Saved<T> {
 }
 
 impl<T: Float> Saved<T> {
-    /// Saves `value` (the data of `owner` at `version`) through the
-    /// innermost checkpoint scope of this thread, if any.
-    pub(crate) fn new(role: Role, value: Value<T>, owner: Weak<TensorImpl<T>>, version: u64) -> Self {
+    /// Saves `value` (the data of `owner` at `version`) for the op `op`
+    /// through the innermost checkpoint scope of this thread, if any.
+    pub(crate) fn new(
+        op: &'static str,
+        role: Role,
+        value: Value<T>,
+        owner: Weak<TensorImpl<T>>,
+        version: u64,
+    ) -> Self {
         Saved {
             role,
-            data: checkpoint::save(value),
+            data: checkpoint::save(op, role, value),
             owner,
             version,
         }
     }
 
-    /// `t`'s current data, saved as `role`.
-    pub(crate) fn of(role: Role, t: &Tensor<T>) -> Self {
+    /// `t`'s current data, saved as `role` of `op`.
+    pub(crate) fn of(op: &'static str, role: Role, t: &Tensor<T>) -> Self {
         Saved::new(
+            op,
             role,
             t.value(),
             Arc::downgrade(&t.inner),
@@ -326,8 +333,8 @@ pub(crate) fn record<T: Float>(
         let saved = saves
             .iter()
             .map(|s| match s {
-                Save::Input(i) => Saved::of(Role::Input(*i), inputs[*i]),
-                Save::Output => Saved::new(Role::Output, out.clone(), me.clone(), 0),
+                Save::Input(i) => Saved::of(name, Role::Input(*i), inputs[*i]),
+                Save::Output => Saved::new(name, Role::Output, out.clone(), me.clone(), 0),
             })
             .collect();
         let node = Node {
