@@ -1,0 +1,170 @@
+//! The five workloads of benches/README.md. Each figure is printed as one
+//! machine-readable line: `<workload> <metric> <value>`; times are medians.
+//!
+//! Run: `cargo bench --bench workloads` (all) or `cargo bench --bench
+//! workloads -- W1 W3` (some).
+
+use std::sync::Arc;
+use std::time::Instant;
+use tapegrad::prelude::*;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+/// Median seconds of `runs` calls of `f`, after `warmup` calls.
+fn time(warmup: usize, runs: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn report(workload: &str, metric: &str, value: f64) {
+    println!("{workload} {metric} {value:.6}");
+}
+
+/// W1: 10,000 × y = tanh(y * 1.0001 + 0.0001) on f32 [16], then backward.
+fn w1() {
+    let x = Tensor::<f32>::randn(&[16]).set_requires_grad(true);
+    let secs = time(3, 21, || {
+        let mut y = x.clone();
+        for _ in 0..10_000 {
+            y = (&y * 1.0001 + 0.0001).tanh();
+        }
+        y.sum().backward();
+        x.zero_grad();
+    });
+    report("W1", "us_per_op", secs * 1e6 / 30_000.0);
+}
+
+struct Linear {
+    w: Tensor<f32>,
+    b: Tensor<f32>,
+}
+
+impl Linear {
+    fn new(fan_in: usize, fan_out: usize) -> Self {
+        let scale = (1.0 / fan_in as f32).sqrt();
+        Linear {
+            w: (Tensor::<f32>::randn(&[fan_in, fan_out]) * scale).detach().set_requires_grad(true),
+            b: Tensor::zeros(&[fan_out]).set_requires_grad(true),
+        }
+    }
+    fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+        x.matmul(&self.w) + &self.b
+    }
+}
+
+/// W2: MLP 784-512-512-10, batch 128, cross-entropy, SGD step.
+fn w2() {
+    let x = Tensor::<f32>::randn(&[128, 784]);
+    let labels: Vec<usize> = (0..128).map(|i| (i * 7 + 3) % 10).collect();
+    let layers = [Linear::new(784, 512), Linear::new(512, 512), Linear::new(512, 10)];
+    let step = || {
+        let h = layers[0].forward(&x).relu();
+        let h = layers[1].forward(&h).relu();
+        let loss = layers[2].forward(&h).cross_entropy(&labels);
+        loss.backward();
+        tapegrad::no_grad(|| {
+            for p in layers.iter().flat_map(|l| [&l.w, &l.b]) {
+                p.sub_(&(p.grad().unwrap() * 0.01));
+                p.zero_grad();
+            }
+        });
+    };
+    report("W2", "ms_per_step", time(5, 50, step) * 1e3);
+}
+
+/// W3: 1024² matmul: forward GFLOP/s, forward+backward ms.
+fn w3() {
+    let n = 1024;
+    let a = Tensor::<f32>::randn(&[n, n]).set_requires_grad(true);
+    let b = Tensor::<f32>::randn(&[n, n]).set_requires_grad(true);
+    let fwd = time(2, 11, || {
+        tapegrad::no_grad(|| a.matmul(&b));
+    });
+    report("W3", "forward_gflops", 2.0 * (n as f64).powi(3) / fwd / 1e9);
+    let both = time(2, 11, || {
+        a.matmul(&b).sum().backward();
+        a.zero_grad();
+        b.zero_grad();
+    });
+    report("W3", "fwd_bwd_ms", both * 1e3);
+}
+
+/// W4: 32 × (Linear(1024, 1024) + tanh), batch 256: plain and √n segments.
+fn w4() {
+    let depth = 32;
+    let layers: Vec<Arc<Linear>> = (0..depth).map(|_| Arc::new(Linear::new(1024, 1024))).collect();
+    let x = Tensor::<f32>::randn(&[256, 1024]);
+    let as_fns: Vec<tapegrad::Layer<f32>> = layers
+        .iter()
+        .map(|l| {
+            let l = l.clone();
+            Arc::new(move |h: &Tensor<f32>| l.forward(h).tanh()) as tapegrad::Layer<f32>
+        })
+        .collect();
+    let zero = || layers.iter().for_each(|l| [&l.w, &l.b].iter().for_each(|p| p.zero_grad()));
+    for (name, segments) in [("plain", 0), ("sqrt_segments", (depth as f64).sqrt().round() as usize)] {
+        let forward = || {
+            if segments == 0 {
+                as_fns.iter().fold(x.clone(), |h, f| f(&h))
+            } else {
+                tapegrad::checkpoint_sequential(&as_fns, segments, &x)
+            }
+        };
+        let base = tapegrad::memory::saved_bytes();
+        let y = forward();
+        let saved = tapegrad::memory::saved_bytes() - base;
+        drop(y);
+        let secs = time(1, 5, || {
+            forward().sum().backward();
+            zero();
+        });
+        report("W4", &format!("{name}_ms"), secs * 1e3);
+        report("W4", &format!("{name}_saved_mib"), saved as f64 / (1 << 20) as f64);
+    }
+}
+
+/// W5: 200,000 × y = y * 1.000001 on f32 [1]: forward, backward, drop, on a
+/// 2 MiB stack.
+fn w5() {
+    let secs = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            time(1, 5, || {
+                let x = Tensor::<f32>::ones(&[1]).set_requires_grad(true);
+                let mut y = x.clone();
+                for _ in 0..200_000 {
+                    y = &y * 1.000001;
+                }
+                y.backward();
+                drop(y);
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    report("W5", "seconds", secs);
+}
+
+fn main() {
+    tapegrad::manual_seed(0);
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with('W')).collect();
+    let all: [(&str, fn()); 5] = [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5)];
+    for (name, run) in all {
+        if wanted.is_empty() || wanted.iter().any(|w| w == name) {
+            run();
+        }
+    }
+}
