@@ -1,11 +1,9 @@
 //! Backward: a reverse topological walk of the tape.
 //!
-//! 1. Discover every node reachable from the roots with an explicit stack,
-//!    counting for each node how many edges point at it (its dependencies).
-//! 2. Start from the roots; a node runs once all the nodes that feed it
-//!    gradient have run (its count drops to zero). Running a node applies its
-//!    backward rule and hands each input's gradient down its edge: summed
-//!    into the next node's buffer, or into a leaf's `.grad`.
+//! Start from the roots; nodes run newest first, so that a node runs after
+//! every node that feeds it gradient. Running a node applies its backward
+//! rule and hands each input's gradient down its edge: summed into the next
+//! node's pending gradient, or into a leaf's `.grad`.
 //!
 //! Nothing recurses, so a graph of a million ops backwards on a small stack.
 //! No global lock is held, so a backward may start inside a backward.
@@ -15,7 +13,7 @@ use crate::autograd::mode::GradModeGuard;
 use crate::autograd::node::{Edge, Node};
 use crate::tensor::{Tensor, TensorImpl};
 use crate::Float;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -189,12 +187,12 @@ fn root_grad<T: Float>(op: &str, root: &Tensor<T>, grad: Option<Tensor<T>>, expl
     }
 }
 
-/// A fast hasher for pointer keys (the std SipHash costs more than the work
-/// per node on small graphs).
+/// A fast hasher for pointer and id keys (the std SipHash costs more than
+/// the work per node on small graphs).
 #[derive(Default)]
-struct PtrHasher(u64);
+struct KeyHasher(u64);
 
-impl Hasher for PtrHasher {
+impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -203,27 +201,32 @@ impl Hasher for PtrHasher {
             self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
     fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.write_u64(n as u64);
     }
 }
 
-type PtrMap<V> = HashMap<usize, V, BuildHasherDefault<PtrHasher>>;
+type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+type KeySet<K> = HashSet<K, BuildHasherDefault<KeyHasher>>;
 
+/// A node that has received gradient and not run yet.
 struct Pending<T: Float> {
     node: Arc<Node<T>>,
-    deps: usize,
     grad: Option<Tensor<T>>,
-    /// For `grad()`: whether a target is reachable from here.
-    needed: bool,
-}
-
-fn node_key<T: Float>(n: &Arc<Node<T>>) -> usize {
-    Arc::as_ptr(n) as usize
 }
 
 /// The walk. With `targets`, returns their gradients and leaves `.grad`
 /// alone; without, accumulates into the leaves' `.grad`.
+///
+/// Nodes run in decreasing creation order (as PyTorch's engine orders
+/// them): a node is created after the nodes of its inputs, so every node
+/// that can send gradient to a node runs before it, and no dependency
+/// counting (no pass over the whole graph) is needed. Only the frontier,
+/// the nodes holding gradient, is kept: a chain of a million ops walks with
+/// one pending node at a time.
 fn run<T: Float>(
     roots: &[Tensor<T>],
     seeds: Vec<Tensor<T>>,
@@ -236,105 +239,59 @@ fn run<T: Float>(
 
     // Targets: leaves by their handle, non-leaves by their node.
     let mut results: Option<Vec<Option<Tensor<T>>>> = targets.map(|t| vec![None; t.len()]);
-    let mut leaf_targets: PtrMap<Vec<usize>> = PtrMap::default();
-    let mut node_targets: PtrMap<Vec<usize>> = PtrMap::default();
+    let mut leaf_targets: KeyMap<usize, Vec<usize>> = KeyMap::default();
+    let mut node_targets: KeyMap<u64, Vec<usize>> = KeyMap::default();
     for (i, t) in targets.unwrap_or(&[]).iter().enumerate() {
         match &t.inner.node {
-            Some(n) => node_targets.entry(node_key(n)).or_default().push(i),
+            Some(n) => node_targets.entry(n.id).or_default().push(i),
             None => leaf_targets
                 .entry(Arc::as_ptr(&t.inner) as usize)
                 .or_default()
                 .push(i),
         }
     }
+    // For grad(): the nodes from which a target can be reached; others
+    // need not run.
+    let needed = targets.map(|_| needed_nodes(roots, &node_targets, &leaf_targets));
 
-    // 1. Discover the graph and count each node's dependencies.
-    let mut index: PtrMap<usize> = PtrMap::default();
-    let mut pending: Vec<Pending<T>> = Vec::new();
-    let mut stack: Vec<Arc<Node<T>>> = Vec::new();
-    for root in roots {
-        if let Some(n) = &root.inner.node {
-            if let std::collections::hash_map::Entry::Vacant(e) = index.entry(node_key(n)) {
-                e.insert(pending.len());
-                pending.push(Pending {
-                    node: n.clone(),
-                    deps: 0,
-                    grad: None,
-                    needed: true,
-                });
-                stack.push(n.clone());
-            }
-        }
-    }
-    while let Some(node) = stack.pop() {
-        for edge in &node.edges {
-            if let Edge::Node(child) = edge {
-                let i = *index.entry(node_key(child)).or_insert_with(|| {
-                    pending.push(Pending {
-                        node: child.clone(),
-                        deps: 0,
-                        grad: None,
-                        needed: true,
-                    });
-                    stack.push(child.clone());
-                    pending.len() - 1
-                });
-                pending[i].deps += 1;
-            }
-        }
-    }
-    if targets.is_some() {
-        mark_needed(&mut pending, &index, &node_targets, &leaf_targets);
-    }
-
-    // 2. Seed the roots, then run every node once its dependencies are done.
-    // Ready nodes run newest first (as PyTorch's engine does), which frees
-    // the most recent activations first and fixes the order of every sum.
-    let mut ready: BinaryHeap<(u64, usize)> = BinaryHeap::new();
+    let mut frontier: BTreeMap<u64, Pending<T>> = BTreeMap::new();
     for (root, seed) in roots.iter().zip(seeds) {
         match &root.inner.node {
             Some(n) => {
-                let i = index[&node_key(n)];
-                accumulate(&mut pending[i].grad, seed, create_graph);
+                let p = frontier.entry(n.id).or_insert_with(|| Pending {
+                    node: n.clone(),
+                    grad: None,
+                });
+                accumulate(&mut p.grad, seed, create_graph);
             }
             None => deliver_to_leaf(&root.inner, seed, create_graph, &leaf_targets, &mut results),
         }
     }
-    ready.extend(
-        (0..pending.len())
-            .filter(|&i| pending[i].deps == 0)
-            .map(|i| (pending[i].node.id, i)),
-    );
-    while let Some((_, i)) = ready.pop() {
-        let node = pending[i].node.clone();
-        let grad = pending[i].grad.take();
-        if let (Some(res), Some(g), Some(ts)) = (&mut results, &grad, node_targets.get(&node_key(&node))) {
+    while let Some((id, Pending { node, grad })) = frontier.pop_last() {
+        let Some(grad) = grad else { continue };
+        if let (Some(res), Some(ts)) = (&mut results, node_targets.get(&id)) {
             for &t in ts {
-                res[t] = Some(g.clone());
+                res[t] = Some(grad.clone());
             }
         }
-        let grads = match grad {
-            Some(g) if pending[i].needed => Some(node.apply(&g, !retain_graph)),
-            _ => None,
-        };
-        for (k, edge) in node.edges.iter().enumerate() {
-            let g = grads.as_ref().and_then(|gs| gs[k].clone());
-            if let Some(g) = &g {
-                check_grad_shape(&node, k, edge, g);
-            }
+        if needed.as_ref().is_some_and(|n| !n.contains(&id)) {
+            continue;
+        }
+        let grads = node.apply(&grad, !retain_graph);
+        drop(grad);
+        for (k, (edge, g)) in node.edges.iter().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
+            check_grad_shape(&node, k, edge, &g);
             match edge {
                 Edge::Node(child) => {
-                    let c = index[&node_key(child)];
-                    if let Some(g) = g {
-                        accumulate(&mut pending[c].grad, g, create_graph);
-                    }
-                    pending[c].deps -= 1;
-                    if pending[c].deps == 0 {
-                        ready.push((child.id, c));
-                    }
+                    let p = frontier.entry(child.id).or_insert_with(|| Pending {
+                        node: child.clone(),
+                        grad: None,
+                    });
+                    accumulate(&mut p.grad, g, create_graph);
                 }
                 Edge::Leaf(leaf) => {
-                    if let (Some(g), Some(leaf)) = (g, leaf.upgrade()) {
+                    if let Some(leaf) = leaf.upgrade() {
                         deliver_to_leaf(&leaf, g, create_graph, &leaf_targets, &mut results);
                     }
                 }
@@ -345,44 +302,45 @@ fn run<T: Float>(
     results
 }
 
-/// For `grad()`: a node runs only if some target is reachable from it.
-fn mark_needed<T: Float>(
-    pending: &mut [Pending<T>],
-    index: &PtrMap<usize>,
-    node_targets: &PtrMap<Vec<usize>>,
-    leaf_targets: &PtrMap<Vec<usize>>,
-) {
-    // A topological order (Kahn's algorithm on a copy of the counts)...
-    let mut deps: Vec<usize> = pending.iter().map(|p| p.deps).collect();
-    let mut order: Vec<usize> = (0..pending.len()).filter(|&i| deps[i] == 0).collect();
-    let mut next = 0;
-    while next < order.len() {
-        let i = order[next];
-        next += 1;
-        for edge in &pending[i].node.edges {
+/// For `grad()`: the ids of the nodes that have a target among their
+/// inputs, or an input node that does. A target itself need not run (its
+/// gradient is read when it is reached).
+fn needed_nodes<T: Float>(
+    roots: &[Tensor<T>],
+    node_targets: &KeyMap<u64, Vec<usize>>,
+    leaf_targets: &KeyMap<usize, Vec<usize>>,
+) -> KeySet<u64> {
+    // Every node reachable from the roots (explicit stack, no recursion)...
+    let mut seen: KeyMap<u64, Arc<Node<T>>> = KeyMap::default();
+    let mut stack: Vec<Arc<Node<T>>> = roots.iter().filter_map(|r| r.inner.node.clone()).collect();
+    while let Some(node) = stack.pop() {
+        if seen.contains_key(&node.id) {
+            continue;
+        }
+        for edge in &node.edges {
             if let Edge::Node(child) = edge {
-                let c = index[&node_key(child)];
-                deps[c] -= 1;
-                if deps[c] == 0 {
-                    order.push(c);
+                if !seen.contains_key(&child.id) {
+                    stack.push(child.clone());
                 }
             }
         }
+        seen.insert(node.id, node);
     }
-    // ...walked backwards, so that every node's inputs are decided first. A
-    // node runs if one of its inputs is a target or leads to one; a target
-    // itself need not run (its gradient is read when it is ready).
-    for &i in order.iter().rev() {
-        let node = &pending[i].node;
-        let needed = node.edges.iter().any(|e| match e {
-            Edge::Node(child) => {
-                node_targets.contains_key(&node_key(child)) || pending[index[&node_key(child)]].needed
-            }
+    // ...decided in creation order, so that a node's inputs come first.
+    let mut nodes: Vec<Arc<Node<T>>> = seen.into_values().collect();
+    nodes.sort_unstable_by_key(|n| n.id);
+    let mut needed = KeySet::default();
+    for node in &nodes {
+        let leads_to_target = node.edges.iter().any(|e| match e {
+            Edge::Node(child) => node_targets.contains_key(&child.id) || needed.contains(&child.id),
             Edge::Leaf(leaf) => leaf_targets.contains_key(&(leaf.as_ptr() as usize)),
             Edge::None => false,
         });
-        pending[i].needed = needed;
+        if leads_to_target {
+            needed.insert(node.id);
+        }
     }
+    needed
 }
 
 fn check_grad_shape<T: Float>(node: &Node<T>, k: usize, edge: &Edge<T>, g: &Tensor<T>) {
@@ -409,7 +367,7 @@ fn deliver_to_leaf<T: Float>(
     leaf: &Arc<TensorImpl<T>>,
     g: Tensor<T>,
     create_graph: bool,
-    leaf_targets: &PtrMap<Vec<usize>>,
+    leaf_targets: &KeyMap<usize, Vec<usize>>,
     results: &mut Option<Vec<Option<Tensor<T>>>>,
 ) {
     match results {
