@@ -51,10 +51,12 @@ pub(crate) struct Value<T> {
 
 impl<T> Clone for Value<T> {
     fn clone(&self) -> Self {
+        // `from_slice` copies the dims with one memcpy; SmallVec's `clone`
+        // pushes them one at a time, which showed in W1's profile.
         Value {
             buf: self.buf.clone(),
-            shape: self.shape.clone(),
-            strides: self.strides.clone(),
+            shape: SmallVec::from_slice(&self.shape),
+            strides: SmallVec::from_slice(&self.strides),
             offset: self.offset,
         }
     }
@@ -62,7 +64,7 @@ impl<T> Clone for Value<T> {
 
 /// Row-major strides of `shape`.
 pub(crate) fn contiguous_strides(shape: &[usize]) -> Dims {
-    let mut strides: Dims = SmallVec::from_elem(0, shape.len());
+    let mut strides: Dims = SmallVec::from_slice(shape);
     let mut acc = 1;
     for (s, &d) in strides.iter_mut().zip(shape).rev() {
         *s = acc;

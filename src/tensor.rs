@@ -28,7 +28,7 @@ pub(crate) struct TensorImpl<T: Float> {
 impl<T: Float> TensorImpl<T> {
     pub(crate) fn new(value: Value<T>, node: Option<Arc<Node<T>>>, requires_grad: bool) -> Self {
         TensorImpl {
-            shape: value.shape.clone(),
+            shape: SmallVec::from_slice(&value.shape),
             data: RwLock::new(value),
             version: AtomicU64::new(0),
             requires_grad: AtomicBool::new(requires_grad),

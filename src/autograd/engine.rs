@@ -13,7 +13,8 @@ use crate::autograd::mode::GradModeGuard;
 use crate::autograd::node::{Edge, Node};
 use crate::tensor::{Tensor, TensorImpl};
 use crate::Float;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -212,10 +213,41 @@ impl Hasher for KeyHasher {
 type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 type KeySet<K> = HashSet<K, BuildHasherDefault<KeyHasher>>;
 
-/// A node that has received gradient and not run yet.
-struct Pending<T: Float> {
-    node: Arc<Node<T>>,
-    grad: Option<Tensor<T>>,
+/// The nodes that have received gradient and not run yet, newest first.
+/// A map and a heap rather than a `BTreeMap`: both keep their allocations
+/// when they empty, which a chain does at every node.
+struct Frontier<T: Float> {
+    pending: KeyMap<u64, (Arc<Node<T>>, Option<Tensor<T>>)>,
+    order: BinaryHeap<u64>,
+}
+
+impl<T: Float> Default for Frontier<T> {
+    fn default() -> Self {
+        Frontier {
+            pending: KeyMap::default(),
+            order: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<T: Float> Frontier<T> {
+    /// Adds `g` to the gradient pending for `node`.
+    fn add(&mut self, node: &Arc<Node<T>>, g: Tensor<T>, create_graph: bool) {
+        match self.pending.entry(node.id) {
+            Entry::Occupied(mut e) => accumulate(&mut e.get_mut().1, g, create_graph),
+            Entry::Vacant(e) => {
+                e.insert((node.clone(), Some(g)));
+                self.order.push(node.id);
+            }
+        }
+    }
+
+    /// The newest pending node and its gradient.
+    fn pop_newest(&mut self) -> Option<(Arc<Node<T>>, Tensor<T>)> {
+        let id = self.order.pop()?;
+        let (node, grad) = self.pending.remove(&id)?;
+        Some((node, grad.expect("a pending node has a gradient")))
+    }
 }
 
 /// The walk. With `targets`, returns their gradients and leaves `.grad`
@@ -254,21 +286,15 @@ fn run<T: Float>(
     // need not run.
     let needed = targets.map(|_| needed_nodes(roots, &node_targets, &leaf_targets));
 
-    let mut frontier: BTreeMap<u64, Pending<T>> = BTreeMap::new();
+    let mut frontier = Frontier::default();
     for (root, seed) in roots.iter().zip(seeds) {
         match &root.inner.node {
-            Some(n) => {
-                let p = frontier.entry(n.id).or_insert_with(|| Pending {
-                    node: n.clone(),
-                    grad: None,
-                });
-                accumulate(&mut p.grad, seed, create_graph);
-            }
+            Some(n) => frontier.add(n, seed, create_graph),
             None => deliver_to_leaf(&root.inner, seed, create_graph, &leaf_targets, &mut results),
         }
     }
-    while let Some((id, Pending { node, grad })) = frontier.pop_last() {
-        let Some(grad) = grad else { continue };
+    while let Some((node, grad)) = frontier.pop_newest() {
+        let id = node.id;
         if let (Some(res), Some(ts)) = (&mut results, node_targets.get(&id)) {
             for &t in ts {
                 res[t] = Some(grad.clone());
@@ -283,13 +309,7 @@ fn run<T: Float>(
             let Some(g) = g else { continue };
             check_grad_shape(&node, k, edge, &g);
             match edge {
-                Edge::Node(child) => {
-                    let p = frontier.entry(child.id).or_insert_with(|| Pending {
-                        node: child.clone(),
-                        grad: None,
-                    });
-                    accumulate(&mut p.grad, g, create_graph);
-                }
+                Edge::Node(child) => frontier.add(child, g, create_graph),
                 Edge::Leaf(leaf) => {
                     if let Some(leaf) = leaf.upgrade() {
                         deliver_to_leaf(&leaf, g, create_graph, &leaf_targets, &mut results);
@@ -344,22 +364,24 @@ fn needed_nodes<T: Float>(
 }
 
 fn check_grad_shape<T: Float>(node: &Node<T>, k: usize, edge: &Edge<T>, g: &Tensor<T>) {
-    let expected = match edge {
-        Edge::Node(child) => Some(child.out_shape.clone()),
-        Edge::Leaf(leaf) => leaf
-            .upgrade()
-            .map(|l| crate::tensor::dims(Tensor { inner: l }.shape())),
-        Edge::None => None,
-    };
-    if let Some(expected) = expected {
-        assert_eq!(
-            g.shape(),
-            expected.as_slice(),
+    let mismatch = |expected: &[usize]| {
+        panic!(
             "{}: the backward rule returned a gradient of shape {:?} for input {k} of shape {:?}",
             node.name,
             g.shape(),
-            expected.as_slice()
-        );
+            expected
+        )
+    };
+    match edge {
+        Edge::Node(child) if g.shape() != child.out_shape.as_slice() => mismatch(&child.out_shape),
+        Edge::Leaf(leaf) => {
+            if let Some(leaf) = leaf.upgrade() {
+                if g.shape() != leaf.shape.as_slice() {
+                    mismatch(&leaf.shape)
+                }
+            }
+        }
+        _ => {}
     }
 }
 

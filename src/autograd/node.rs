@@ -214,9 +214,11 @@ impl<T: Float> Drop for Node<T> {
     }
 }
 
+/// Moves onto `stack` the input nodes that this drop would free (the
+/// others are only released: no allocation for a graph that lives on).
 fn take_node_edges<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>, stack: &mut Vec<Arc<Node<T>>>) {
     for edge in edges.iter_mut() {
-        if let Edge::Node(_) = edge {
+        if matches!(edge, Edge::Node(n) if Arc::strong_count(n) == 1) {
             if let Edge::Node(n) = std::mem::replace(edge, Edge::None) {
                 stack.push(n);
             }
@@ -246,6 +248,13 @@ impl<T: Float> Ctx<'_, T> {
     /// The saved output.
     pub(crate) fn output(&self) -> Tensor<T> {
         self.unpack(Role::Output)
+    }
+
+    /// The one value an op saved, whatever its role (for unary ops, so that
+    /// their rule need not carry which one it was).
+    pub(crate) fn only_saved(&self) -> Tensor<T> {
+        let role = self.saved.as_ref().and_then(|s| s.borrow().first().map(|s| s.role));
+        self.unpack(role.unwrap_or(Role::Output))
     }
 
     fn unpack(&self, role: Role) -> Tensor<T> {
@@ -328,7 +337,7 @@ pub(crate) fn record<T: Float>(
         out.buf.countable.store(true, Ordering::Relaxed);
     }
     let edges = inputs.iter().map(|t| t.edge()).collect();
-    let out_shape = out.shape.clone();
+    let out_shape = SmallVec::from_slice(&out.shape);
     let inner = Arc::new_cyclic(|me: &Weak<TensorImpl<T>>| {
         let saved = saves
             .iter()

@@ -36,11 +36,7 @@ impl<T: Float> Tensor<T> {
     ) -> Tensor<T> {
         let out = map(&self.value(), f);
         record(name, &[self], out, &[save], move |ctx, g| {
-            let saved = match save {
-                Save::Output => ctx.output(),
-                _ => ctx.input(0),
-            };
-            smallvec![Some(rule(g, &saved))]
+            smallvec![Some(rule(g, &ctx.only_saved()))]
         })
     }
 
@@ -157,9 +153,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn tanh(&self) -> Tensor<T> {
         // d tanh(x) = (1 - tanh²(x)) dx
-        self.unary("TanhBackward", T::tanh, Save::Output, |g, y| {
-            g * (-(y * y) + T::one())
-        })
+        self.unary("TanhBackward", T::tanh, Save::Output, tanh_backward)
     }
 
     /// The logistic function 1 / (1 + e⁻ˣ), elementwise.
@@ -170,9 +164,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn sigmoid(&self) -> Tensor<T> {
         // d σ(x) = σ(x) (1 - σ(x)) dx
-        self.unary("SigmoidBackward", sigmoid, Save::Output, |g, y| {
-            g * y * (-y + T::one())
-        })
+        self.unary("SigmoidBackward", sigmoid, Save::Output, sigmoid_backward)
     }
 
     /// max(x, 0), elementwise.
@@ -301,6 +293,35 @@ impl<T: Float> Tensor<T> {
             g * slope
         })
     }
+}
+
+/// `g (1 - y²)`, the gradient of `y = tanh(x)`, in one pass (one buffer
+/// instead of four: W1's backward is mostly this). Differentiable, for
+/// `create_graph`: by `1 - y²` in `g` and `-2 g y` in `y`.
+fn tanh_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
+    let out = zip_map("tanh_backward", &g.value(), &y.value(), |g, y| g * (T::one() - y * y));
+    let saves = [Save::Input(0), Save::Input(1)];
+    record("TanhBackwardBackward", &[g, y], out, &saves, |ctx, gg| {
+        let y = ctx.input(1);
+        smallvec![
+            ctx.needs_grad(0).then(|| tanh_backward(gg, &y)),
+            ctx.needs_grad(1).then(|| gg * ctx.input(0) * &y * T::of(-2.0)),
+        ]
+    })
+}
+
+/// `g y (1 - y)`, the gradient of `y = σ(x)`, in one pass. Differentiable:
+/// by `y (1 - y)` in `g` and `g (1 - 2y)` in `y`.
+fn sigmoid_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
+    let out = zip_map("sigmoid_backward", &g.value(), &y.value(), |g, y| g * y * (T::one() - y));
+    let saves = [Save::Input(0), Save::Input(1)];
+    record("SigmoidBackwardBackward", &[g, y], out, &saves, |ctx, gg| {
+        let y = ctx.input(1);
+        smallvec![
+            ctx.needs_grad(0).then(|| sigmoid_backward(gg, &y)),
+            ctx.needs_grad(1).then(|| gg * ctx.input(0) * (&y * T::of(-2.0) + T::one())),
+        ]
+    })
 }
 
 /// The logistic function, without overflow for large |x|.
