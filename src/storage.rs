@@ -133,7 +133,10 @@ impl<T: Float> Value<T> {
 
     /// The elements as a row-major slice, when the layout allows one.
     pub(crate) fn as_slice(&self) -> Option<&[T]> {
-        if self.is_contiguous() {
+        if self.numel() == 0 {
+            // A view of nothing may have an offset past the buffer's end.
+            Some(&[])
+        } else if self.is_contiguous() {
             Some(&self.buf.data[self.offset..self.offset + self.numel()])
         } else {
             None

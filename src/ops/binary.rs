@@ -143,17 +143,19 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if the shapes do not broadcast.
     pub fn pow(&self, exponent: &Tensor<T>) -> Tensor<T> {
-        // d aᵇ = b aᵇ⁻¹ da + aᵇ ln(a) db; the db part is 0 where a = 0 and
-        // b >= 0 (as PyTorch), which `ln(a + m) (1 - m)` gives with a
-        // constant mask m of those places, without NaN from 0 * ln(0).
+        // d aᵇ = b aᵇ⁻¹ da + aᵇ ln(a) db, with PyTorch's zeros where the
+        // formulas meet 0 * inf: the da part is 0 where b = 0 (computed as
+        // b a^(b - 1 + [b = 0])), the db part where a = 0 and b >= 0
+        // (computed as ln(a + m) (1 - m) with m the mask of those places).
         let out = zip_map("pow", &self.value(), &exponent.value(), T::powf);
         let (sa, sb) = (dims(self.shape()), dims(exponent.shape()));
         let saves = [Save::Input(0), Save::Input(1), Save::Output];
         record("PowBackward", &[self, exponent], out, &saves, move |ctx, g| {
             let (a, b) = (ctx.input(0), ctx.input(1));
-            let ga = ctx
-                .needs_grad(0)
-                .then(|| (g * &b * a.pow(&(&b - T::one()))).sum_to(&sa));
+            let ga = ctx.needs_grad(0).then(|| {
+                let zero_exponent = b.constant_map(|e| if e == T::zero() { T::one() } else { T::zero() });
+                (g * &b * a.pow(&(&b - T::one() + zero_exponent))).sum_to(&sa)
+            });
             let gb = ctx.needs_grad(1).then(|| {
                 let zero_base = Tensor::from_value(zip_map("pow", &a.value(), &b.value(), |x, e| {
                     if x == T::zero() && e >= T::zero() {
@@ -213,32 +215,30 @@ impl<T: Float> Tensor<T> {
         };
         let out = zip_map(op, &self.value(), &other.value(), pick);
         let (sa, sb) = (dims(self.shape()), dims(other.shape()));
-        // The share of the gradient that goes to `self` is a step function
-        // of self - other: 1 where self wins, 0 where it loses, ½ at ties.
-        let share: Step<T> = Arc::new(move |d| {
-            if d == T::zero() {
-                T::of(0.5)
-            } else if wins(d, T::zero()) {
-                T::one()
-            } else {
-                T::zero()
-            }
-        });
-        record(
-            name,
-            &[self, other],
-            out,
-            &[Save::Input(0), Save::Input(1)],
-            move |ctx, g| {
-                let d = ctx.input(0) - ctx.input(1);
-                smallvec![
-                    ctx.needs_grad(0)
-                        .then(|| g.mul_step(&d, share.clone()).sum_to(&sa)),
-                    ctx.needs_grad(1)
-                        .then(|| (g - g.mul_step(&d, share.clone())).sum_to(&sb)),
-                ]
-            },
-        )
+        // Each input's share of the gradient is a step function of
+        // d = self - other: 1 where it wins, 0 where it loses, ½ at ties,
+        // and 1 for both where d is NaN (as PyTorch).
+        let share = move |mine: bool| -> Step<T> {
+            Arc::new(move |d: T| {
+                let d = if mine { d } else { -d };
+                if d.is_nan() || wins(d, T::zero()) {
+                    T::one()
+                } else if d == T::zero() {
+                    T::of(0.5)
+                } else {
+                    T::zero()
+                }
+            })
+        };
+        let (share_a, share_b) = (share(true), share(false));
+        let saves = [Save::Input(0), Save::Input(1)];
+        record(name, &[self, other], out, &saves, move |ctx, g| {
+            let d = ctx.input(0) - ctx.input(1);
+            smallvec![
+                ctx.needs_grad(0).then(|| g.mul_step(&d, share_a.clone()).sum_to(&sa)),
+                ctx.needs_grad(1).then(|| g.mul_step(&d, share_b.clone()).sum_to(&sb)),
+            ]
+        })
     }
 }
 

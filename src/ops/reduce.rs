@@ -224,8 +224,14 @@ impl<T: Float> Tensor<T> {
     }
 
     /// The maximum along `dim` (kept), as a constant with infinities
-    /// replaced by 0: the shift that keeps `exp` in range.
+    /// replaced by 0 (and 0 along an empty `dim`): the shift that keeps
+    /// `exp` in range.
     pub(crate) fn max_shift(&self, dim: usize) -> Tensor<T> {
+        if self.shape()[dim] == 0 {
+            let mut kept = dims(self.shape());
+            kept[dim] = 1;
+            return Tensor::zeros(&kept);
+        }
         no_grad(|| self.max_dim(dim, true)).constant_map(|m| if m.is_finite() { m } else { T::zero() })
     }
 }
