@@ -31,6 +31,8 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+#[cfg(feature = "proptest")]
+pub mod testing;
 mod float;
 mod ops;
 mod rng;
