@@ -1,0 +1,166 @@
+"""The five workloads of benches/README.md in PyTorch (CPU), printing the
+same machine-readable lines as `cargo bench --bench workloads`:
+`<workload> <metric> <value>` (times are medians).
+
+Run: python benches/pytorch_ref.py [W1 W2 ...]   (needs `pip install torch`)
+"""
+import statistics
+import sys
+import threading
+import time
+
+import torch
+
+torch.manual_seed(0)
+torch.set_num_threads(2)
+
+
+def timed(warmup, runs, f):
+    for _ in range(warmup):
+        f()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def report(workload, metric, value):
+    print(f"{workload} {metric} {value:.6f}", flush=True)
+
+
+def w1():
+    x = torch.randn(16, requires_grad=True)
+
+    def run():
+        y = x
+        for _ in range(10_000):
+            y = torch.tanh(y * 1.0001 + 0.0001)
+        y.sum().backward()
+        x.grad = None
+
+    report("W1", "us_per_op", timed(1, 5, run) * 1e6 / 30_000)
+
+
+def linear(fan_in, fan_out):
+    w = (torch.randn(fan_in, fan_out) * (1.0 / fan_in) ** 0.5).requires_grad_()
+    b = torch.zeros(fan_out, requires_grad=True)
+    return w, b
+
+
+def w2():
+    x = torch.randn(128, 784)
+    labels = torch.tensor([(i * 7 + 3) % 10 for i in range(128)])
+    layers = [linear(784, 512), linear(512, 512), linear(512, 10)]
+
+    def step():
+        h = torch.relu(x @ layers[0][0] + layers[0][1])
+        h = torch.relu(h @ layers[1][0] + layers[1][1])
+        loss = torch.nn.functional.cross_entropy(h @ layers[2][0] + layers[2][1], labels)
+        loss.backward()
+        with torch.no_grad():
+            for w, b in layers:
+                for p in (w, b):
+                    p -= p.grad * 0.01
+                    p.grad = None
+
+    report("W2", "ms_per_step", timed(5, 50, step) * 1e3)
+
+
+def w3():
+    n = 1024
+    a = torch.randn(n, n, requires_grad=True)
+    b = torch.randn(n, n, requires_grad=True)
+
+    def fwd():
+        with torch.no_grad():
+            a @ b
+
+    report("W3", "forward_gflops", 2 * n**3 / timed(2, 11, fwd) / 1e9)
+
+    def both():
+        (a @ b).sum().backward()
+        a.grad = None
+        b.grad = None
+
+    report("W3", "fwd_bwd_ms", timed(2, 11, both) * 1e3)
+
+
+def w4():
+    from torch.utils.checkpoint import checkpoint_sequential
+
+    depth = 32
+    layers = [linear(1024, 1024) for _ in range(depth)]
+    x = torch.randn(256, 1024)
+    modules = [lambda h, w=w, b=b: torch.tanh(h @ w + b) for w, b in layers]
+
+    class Seq(torch.nn.Module):
+        def __init__(self, fns):
+            super().__init__()
+            self.fns = fns
+
+        def forward(self, h):
+            for f in self.fns:
+                h = f(h)
+            return h
+
+    seq = torch.nn.Sequential(*[Seq([f]) for f in modules])
+    segments = round(depth**0.5)
+
+    for name, forward in [
+        ("plain", lambda: seq(x)),
+        ("sqrt_segments", lambda: checkpoint_sequential(seq, segments, x, use_reentrant=False)),
+    ]:
+        saved = []
+
+        def pack(t):
+            saved.append(t)
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = forward()
+        # Bytes of distinct storages saved (the checkpoint keeps only inputs).
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
+        params = {w.untyped_storage().data_ptr() for w, b in layers} | {
+            b.untyped_storage().data_ptr() for w, b in layers
+        }
+        mib = sum(v for k, v in storages.items() if k not in params) / 2**20
+        del y, saved
+
+        def run():
+            forward().sum().backward()
+            for w, b in layers:
+                w.grad = None
+                b.grad = None
+
+        report("W4", f"{name}_ms", timed(1, 5, run) * 1e3)
+        report("W4", f"{name}_saved_mib", mib)
+
+
+def w5():
+    result = {}
+
+    def run():
+        def chain():
+            x = torch.ones(1, requires_grad=True)
+            y = x
+            for _ in range(200_000):
+                y = y * 1.000001
+            y.backward()
+            del y
+
+        result["s"] = timed(0, 3, chain)
+
+    threading.stack_size(64 << 20)  # PyTorch's own backward needs no deep stack; Python's frames might
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    report("W5", "seconds", result["s"])
+
+
+if __name__ == "__main__":
+    wanted = [a for a in sys.argv[1:] if a.startswith("W")]
+    for name, f in [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5)]:
+        if not wanted or name in wanted:
+            f()
