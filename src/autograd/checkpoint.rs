@@ -20,7 +20,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// A value captured by a re-run: its dtype and shape (to compare with the
 /// forward's) and the typed [`Held`] value.
@@ -43,8 +43,10 @@ enum Scope {
 thread_local! {
     static SCOPES: RefCell<Vec<Scope>> = const { RefCell::new(Vec::new()) };
     /// For each running backward on this thread (innermost last), the frames
-    /// it re-ran: their unused values are dropped when it ends.
-    static SESSIONS: RefCell<Vec<Vec<Arc<Frame>>>> = const { RefCell::new(Vec::new()) };
+    /// it re-ran: their unused values are dropped when it ends. Weak, so that
+    /// a frame whose placeholders are all consumed frees its inputs at once,
+    /// not when the whole backward ends.
+    static SESSIONS: RefCell<Vec<Vec<Weak<Frame>>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Saves `value`, the `role` of op `op`, through the innermost scope of
@@ -102,7 +104,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         let frames = SESSIONS.with(|s| s.borrow_mut().pop()).unwrap_or_default();
-        for frame in frames {
+        for frame in frames.iter().filter_map(Weak::upgrade) {
             *lock(&frame.recomputed) = None;
         }
     }
@@ -143,7 +145,7 @@ impl Frame {
                 *lock(&self.recomputed) = Some(values);
                 SESSIONS.with(|s| {
                     if let Some(session) = s.borrow_mut().last_mut() {
-                        session.push(self.clone());
+                        session.push(Arc::downgrade(self));
                     }
                 });
                 held

@@ -1,0 +1,124 @@
+//! Checkpointing's memory, measured: against a counting global allocator
+//! (the heap) and against `memory::peak_saved_bytes`.
+//!
+//! The allocator's counters and `memory::saved_bytes` are process-wide, so
+//! the tests of this file take one lock: none runs beside another.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes};
+use tapegrad::prelude::*;
+use tapegrad::Layer;
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        grew(layout.size());
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        grew(layout.size());
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size >= layout.size() {
+            grew(new_size - layout.size());
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+        }
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `depth` blocks x -> tanh(x @ w) with [width, width] weights that require
+/// grad.
+fn blocks(depth: usize, width: usize) -> (Vec<Tensor<f32>>, Vec<Layer<f32>>) {
+    tapegrad::manual_seed(3);
+    let scale = 1.0 / (width as f32).sqrt();
+    let weights: Vec<Tensor<f32>> = (0..depth)
+        .map(|_| {
+            (Tensor::<f32>::randn(&[width, width]) * scale)
+                .detach()
+                .set_requires_grad(true)
+        })
+        .collect();
+    let layers = weights
+        .iter()
+        .map(|w| {
+            let w = w.clone();
+            Arc::new(move |h: &Tensor<f32>| h.matmul(&w).tanh()) as Layer<f32>
+        })
+        .collect();
+    (weights, layers)
+}
+
+/// Heap and saved-bytes peaks above their baselines during forward and
+/// backward of `forward(x).sum()`, and the weights' gradients.
+fn measure(weights: &[Tensor<f32>], forward: impl Fn() -> Tensor<f32>) -> (usize, usize, Vec<Vec<f32>>) {
+    // The weights' gradients exist before the step (as in a training loop
+    // that accumulates): the backward adds into them in place, so the heap
+    // peak measures the activations, not 32 MiB of new gradient buffers.
+    for w in weights {
+        w.zero_grad();
+        w.sum().backward();
+    }
+    let heap0 = LIVE.load(Ordering::Relaxed);
+    PEAK.store(heap0, Ordering::Relaxed);
+    let saved0 = saved_bytes();
+    reset_peak();
+    let loss = forward().sum();
+    loss.backward();
+    drop(loss);
+    let heap = PEAK.load(Ordering::Relaxed) - heap0;
+    let saved = peak_saved_bytes() - saved0;
+    assert_eq!(saved_bytes(), saved0, "backward released what was saved");
+    let grads = weights.iter().map(|w| w.grad().unwrap().to_vec()).collect();
+    (heap, saved, grads)
+}
+
+#[test]
+fn a_segment_frees_its_input_once_its_backward_is_done() {
+    // Segments of 8, 2 and 2 blocks. When the first re-runs (8 outputs),
+    // the later segments' inputs must be gone already: the peak is the
+    // first segment's re-run, 8 outputs, not 8 plus the 2 later inputs.
+    let _alone = alone();
+    let (weights, layers) = blocks(12, 64);
+    let x = Tensor::<f32>::randn(&[32, 64]);
+    let activation = 32 * 64 * 4;
+    let segment = |from: usize, to: usize, h: &Tensor<f32>| {
+        let part: Vec<Layer<f32>> = layers[from..to].to_vec();
+        tapegrad::checkpoint(
+            move |xs| part.iter().fold(xs[0].clone(), |h, f| f(&h)),
+            &[h.clone()],
+        )
+    };
+    let (_, peak, _) = measure(&weights, || {
+        let h = segment(0, 8, &x);
+        let h = segment(8, 10, &h);
+        segment(10, 12, &h)
+    });
+    assert_eq!(peak, 8 * activation);
+}
