@@ -39,7 +39,10 @@ mod rng;
 mod storage;
 mod tensor;
 
-pub use autograd::checkpoint::{checkpoint, checkpoint_many, checkpoint_sequential, Layer};
+pub use autograd::checkpoint::{
+    checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_sequential, checkpoint_with,
+    recompute_counts, CheckpointOptions, CheckpointPolicy, Layer, RecomputeCounts,
+};
 pub use autograd::custom::CustomOp;
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
 pub use autograd::gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
@@ -53,9 +56,10 @@ pub use tensor::Tensor;
 /// `use tapegrad::prelude::*;` brings in the types and functions of the API.
 pub mod prelude {
     pub use crate::{
-        checkpoint, checkpoint_many, checkpoint_sequential, enable_grad, grad, gradcheck, is_grad_enabled,
-        manual_seed, no_grad, BackwardOptions, CustomOp, Float, GradOptions, GradcheckError,
-        GradcheckOptions, NoGradGuard, Tensor,
+        checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_sequential, checkpoint_with,
+        enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad, BackwardOptions,
+        CheckpointOptions, CheckpointPolicy, CustomOp, Float, GradOptions, GradcheckError, GradcheckOptions,
+        NoGradGuard, Tensor,
     };
 }
 

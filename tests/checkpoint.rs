@@ -343,3 +343,157 @@ fn backward_on_another_thread() {
     grads.extend(net.grads());
     assert_eq!(plain.1, grads);
 }
+
+// ------------------------------------------------------------ SaveDots policy
+
+const SAVE_DOTS: CheckpointOptions = CheckpointOptions {
+    policy: CheckpointPolicy::SaveDots,
+};
+
+impl Net {
+    /// Blocks `from..to` as one checkpoint with `opts`.
+    fn run_checkpointed_with(
+        &self,
+        x: &Tensor<f64>,
+        from: usize,
+        to: usize,
+        p: f64,
+        opts: CheckpointOptions,
+    ) -> Tensor<f64> {
+        let (w, b) = (self.w.clone(), self.b.clone());
+        tapegrad::checkpoint_with(
+            move |xs| (from..to).fold(xs[0].clone(), |h, i| block(&h, &w[i], &b[i], p)),
+            &[x.clone()],
+            opts,
+        )
+    }
+}
+
+#[test]
+fn save_dots_gives_the_plain_gradients_without_recomputing_a_product() {
+    let net = Net::new(6, 5);
+    let x = Tensor::<f64>::randn(&[3, 5]).set_requires_grad(true);
+    for p in [0.0, 0.4] {
+        let plain = gradients(&net, &x, |x| net.run(x, 0, 6, p));
+        let before = tapegrad::recompute_counts();
+        let dots = gradients(&net, &x, |x| {
+            let h = net.run_checkpointed_with(x, 0, 3, p, SAVE_DOTS);
+            net.run_checkpointed_with(&h, 3, 6, p, SAVE_DOTS)
+        });
+        let done = tapegrad::recompute_counts() - before;
+        assert_eq!(plain, dots, "p = {p}");
+        assert_eq!(done.reruns, 2);
+        assert_eq!(done.matmuls, 0, "no product computed again");
+        assert_eq!(done.reused_matmuls, 6);
+
+        let before = tapegrad::recompute_counts();
+        let all = gradients(&net, &x, |x| {
+            let h = net.run_checkpointed(x, 0, 3, p);
+            net.run_checkpointed(&h, 3, 6, p)
+        });
+        let done = tapegrad::recompute_counts() - before;
+        assert_eq!(plain, all);
+        assert_eq!((done.reruns, done.matmuls, done.reused_matmuls), (2, 6, 0));
+    }
+}
+
+#[test]
+fn save_dots_keeps_its_products_for_every_backward_under_retain_graph() {
+    let net = Net::new(3, 4);
+    let x = Tensor::<f64>::randn(&[2, 4]).set_requires_grad(true);
+    let loss = net
+        .run_checkpointed_with(&x, 0, 3, 0.0, SAVE_DOTS)
+        .powf(2.0)
+        .sum();
+    let opts = || BackwardOptions {
+        retain_graph: true,
+        ..Default::default()
+    };
+    let before = tapegrad::recompute_counts();
+    loss.backward_opts(opts());
+    let once = net.grads();
+    loss.backward_opts(opts());
+    let done = tapegrad::recompute_counts() - before;
+    assert_eq!((done.reruns, done.matmuls, done.reused_matmuls), (2, 0, 6));
+    let twice = net.grads();
+    for (a, b) in once.iter().zip(&twice) {
+        assert_eq!(b, &a.iter().map(|g| 2.0 * g).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn save_dots_nested_in_a_recompute_all_checkpoint_keeps_nothing() {
+    let net = Net::new(4, 4);
+    let x = Tensor::<f64>::randn(&[2, 4]).set_requires_grad(true);
+    let plain = gradients(&net, &x, |x| net.run(x, 0, 4, 0.0));
+    let before = tapegrad::recompute_counts();
+    let nested = gradients(&net, &x, |x| {
+        let (w, b) = (net.w.clone(), net.b.clone());
+        tapegrad::checkpoint(
+            move |xs| {
+                let (w1, b1) = (w.clone(), b.clone());
+                let inner = tapegrad::checkpoint_with(
+                    move |ys| (0..2).fold(ys[0].clone(), |h, i| block(&h, &w1[i], &b1[i], 0.0)),
+                    &[xs[0].clone()],
+                    SAVE_DOTS,
+                );
+                (2..4).fold(inner, |h, i| block(&h, &w[i], &b[i], 0.0))
+            },
+            &[x.clone()],
+        )
+    });
+    let done = tapegrad::recompute_counts() - before;
+    assert_eq!(plain, nested);
+    assert_eq!(
+        done.reused_matmuls, 0,
+        "the outer scope promised to keep only its input"
+    );
+}
+
+#[test]
+fn create_graph_through_a_save_dots_checkpoint() {
+    let w = Tensor::<f64>::randn(&[3, 3]).set_requires_grad(true);
+    let x = Tensor::<f64>::randn(&[2, 3]).set_requires_grad(true);
+    let second = |opts: Option<CheckpointOptions>| {
+        let w2 = w.clone();
+        let f = move |xs: &[Tensor<f64>]| xs[0].matmul(&w2).tanh().matmul(&w2).powf(3.0);
+        let y = match opts {
+            Some(opts) => tapegrad::checkpoint_with(f, &[x.clone()], opts),
+            None => f(&[x.clone()]),
+        };
+        let opts = GradOptions {
+            create_graph: true,
+            ..Default::default()
+        };
+        let g = tapegrad::grad(&[y.sum()], &[x.clone(), w.clone()], opts);
+        let gg = (&g[0].clone().unwrap().sum() + &g[1].clone().unwrap().sum()) * 1.0;
+        tapegrad::grad(&[gg], &[x.clone(), w.clone()], GradOptions::default())
+            .into_iter()
+            .map(|g| g.unwrap().to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(second(None), second(Some(SAVE_DOTS)));
+}
+
+#[test]
+#[should_panic(expected = "matrix product 0 was f64 of shape [2, 3] in the forward but f64 of shape [3, 3]")]
+fn a_save_dots_rerun_with_other_products_panics() {
+    let flip = Arc::new(AtomicUsize::new(0));
+    let w = Tensor::<f64>::randn(&[3, 3]).set_requires_grad(true);
+    let x = Tensor::<f64>::randn(&[2, 3]);
+    let seen = flip.clone();
+    let y = tapegrad::checkpoint_with(
+        move |xs| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                xs[0].matmul(&w).tanh()
+            } else {
+                // An unrecorded [3, 3] product (x needs no grad), then a
+                // recorded [3, 3] one where the forward kept a [2, 3].
+                xs[0].t().matmul(&xs[0]).matmul(&w).sum_dim(0, false).tanh()
+            }
+        },
+        &[x],
+        SAVE_DOTS,
+    );
+    y.sum().backward();
+}

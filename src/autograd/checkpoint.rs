@@ -10,14 +10,18 @@
 //! re-run's saves are captured in the same order and fill the placeholders.
 //! Each recomputed value is handed out once, and what a backward did not use
 //! is dropped when that backward ends.
+//!
+//! Under [`CheckpointPolicy::SaveDots`] the frame also keeps the output of
+//! every matrix product made in its forward, and the re-run takes them back
+//! in order instead of calling gemm again (JAX's `checkpoint_dots`).
 
 use crate::autograd::mode::{is_grad_enabled, GradModeGuard};
-use crate::autograd::node::{Held, Role, Saved, SavedData};
+use crate::autograd::node::{should_record, Held, Role, Saved, SavedData};
 use crate::rng::{self, Replay};
 use crate::storage::{Dims, Value};
 use crate::{Float, Tensor};
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -32,12 +36,36 @@ struct Captured {
 
 type Capture = Rc<RefCell<Vec<Captured>>>;
 
+/// A matrix product's output kept by a [`CheckpointPolicy::SaveDots`]
+/// frame: a typed [`Held`] (counted in `memory::saved_bytes`) shared with
+/// the re-runs that reuse it.
+#[derive(Clone)]
+struct Kept {
+    dtype: &'static str,
+    shape: Dims,
+    held: Arc<dyn Any + Send + Sync>,
+}
+
+/// A re-run's supply of kept products, handed out in forward order.
+struct DotReplay {
+    frame: u64,
+    kept: Vec<Kept>,
+    next: usize,
+}
+
+/// A checkpoint's re-run: its saves are captured in order; under
+/// `SaveDots` its matrix products come from the forward.
+struct Recompute {
+    capture: Capture,
+    dots: Option<DotReplay>,
+}
+
 /// Where the saves of ops go on this thread.
 enum Scope {
     /// A checkpoint's forward: saves become placeholders of the frame.
     Forward(Arc<Frame>),
     /// A checkpoint's re-run: saves are also captured, in order.
-    Recompute(Capture),
+    Recompute(Recompute),
 }
 
 thread_local! {
@@ -47,6 +75,17 @@ thread_local! {
     /// a frame whose placeholders are all consumed frees its inputs at once,
     /// not when the whole backward ends.
     static SESSIONS: RefCell<Vec<Vec<Weak<Frame>>>> = const { RefCell::new(Vec::new()) };
+    /// How many re-runs are running on this thread (nested ones included).
+    static RERUN_DEPTH: Cell<usize> = const { Cell::new(0) };
+    static COUNTS: Cell<RecomputeCounts> = const { Cell::new(RecomputeCounts::ZERO) };
+}
+
+fn count(f: impl FnOnce(&mut RecomputeCounts)) {
+    COUNTS.with(|c| {
+        let mut counts = c.get();
+        f(&mut counts);
+        c.set(counts);
+    });
 }
 
 /// Saves `value`, the `role` of op `op`, through the innermost scope of
@@ -63,8 +102,9 @@ pub(crate) fn save<T: Float>(op: &'static str, role: Role, value: Value<T>) -> S
                 index: expected.len() - 1,
             }
         }
-        Some(Scope::Recompute(capture)) => {
-            capture.borrow_mut().push(Captured {
+        Some(Scope::Recompute(rerun)) => {
+            count(|c| c.saves += 1);
+            rerun.capture.borrow_mut().push(Captured {
                 dtype: T::DTYPE,
                 shape: value.shape.clone(),
                 held: Box::new(Held::new(value.clone())),
@@ -72,6 +112,84 @@ pub(crate) fn save<T: Float>(op: &'static str, role: Role, value: Value<T>) -> S
             SavedData::Held(Held::new(value))
         }
     })
+}
+
+/// The output of the matrix product `a @ b` (operands with equal batch
+/// dimensions), made by `compute` unless a checkpoint scope has it: under
+/// [`CheckpointPolicy::SaveDots`] a forward keeps what `compute` made, and
+/// its re-run takes the kept value back instead of computing.
+pub(crate) fn dot_or<T: Float>(a: &Tensor<T>, b: &Tensor<T>, compute: impl FnOnce() -> Value<T>) -> Value<T> {
+    enum Act<T> {
+        Compute,
+        Keep(Arc<Frame>),
+        Reuse(Value<T>),
+    }
+    let act = SCOPES.with(|scopes| match scopes.borrow_mut().last_mut() {
+        None => Act::Compute,
+        Some(Scope::Forward(frame)) => match frame.keeps_dots && should_record(&[a, b]) {
+            true => Act::Keep(frame.clone()),
+            false => Act::Compute,
+        },
+        Some(Scope::Recompute(rerun)) => match &mut rerun.dots {
+            Some(dots) if should_record(&[a, b]) => Act::Reuse(dots.take(a, b)),
+            _ => Act::Compute,
+        },
+    });
+    match act {
+        Act::Reuse(value) => {
+            count(|c| c.reused_matmuls += 1);
+            value
+        }
+        Act::Compute => {
+            if RERUN_DEPTH.with(Cell::get) > 0 {
+                count(|c| c.matmuls += 1);
+            }
+            compute()
+        }
+        Act::Keep(frame) => {
+            let value = compute();
+            // The output of a recorded op: graph memory (record() would mark
+            // it too, but the count must be on before it is held).
+            value.buf.countable.store(true, Ordering::Relaxed);
+            lock(&frame.kept).push(Kept {
+                dtype: T::DTYPE,
+                shape: value.shape.clone(),
+                held: Arc::new(Held::new(value.clone())),
+            });
+            value
+        }
+    }
+}
+
+impl DotReplay {
+    /// The next kept product, checked against the operands of the re-run's.
+    fn take<T: Float>(&mut self, a: &Tensor<T>, b: &Tensor<T>) -> Value<T> {
+        let (sa, sb) = (a.shape(), b.shape());
+        let mut shape: Dims = Dims::from_slice(&sa[..sa.len() - 1]);
+        shape.push(sb[sb.len() - 1]);
+        let i = self.next;
+        let kept = self.kept.get(i).unwrap_or_else(|| {
+            panic!(
+                "checkpoint #{}: the re-run in backward computed more matrix products than the \
+                 forward kept ({}); the checkpointed function must compute the same ops when run again",
+                self.frame,
+                self.kept.len()
+            )
+        });
+        assert!(
+            kept.dtype == T::DTYPE && kept.shape == shape,
+            "checkpoint #{}: matrix product {i} was {} of shape {:?} in the forward but {} of shape \
+             {:?} in the re-run; the checkpointed function must compute the same ops when run again",
+            self.frame,
+            kept.dtype,
+            kept.shape.as_slice(),
+            T::DTYPE,
+            shape.as_slice()
+        );
+        self.next += 1;
+        let held = kept.held.downcast_ref::<Held<T>>().expect("dtype checked");
+        held.value.clone()
+    }
 }
 
 /// Pops the scope it pushed when dropped (also when unwinding).
@@ -87,6 +205,22 @@ impl ScopeGuard {
 impl Drop for ScopeGuard {
     fn drop(&mut self) {
         SCOPES.with(|s| s.borrow_mut().pop());
+    }
+}
+
+/// Counts a running re-run while it lives.
+struct RerunGuard;
+
+impl RerunGuard {
+    fn enter() -> Self {
+        RERUN_DEPTH.with(|d| d.set(d.get() + 1));
+        RerunGuard
+    }
+}
+
+impl Drop for RerunGuard {
+    fn drop(&mut self) {
+        RERUN_DEPTH.with(|d| d.set(d.get() - 1));
     }
 }
 
@@ -114,7 +248,7 @@ fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-type Rerun = Box<dyn Fn() -> Vec<Captured> + Send + Sync>;
+type Rerun = Box<dyn Fn(&Frame) -> Vec<Captured> + Send + Sync>;
 
 /// A re-run's values, each taken when handed out.
 type Recomputed = Vec<Option<Box<dyn Any + Send>>>;
@@ -129,6 +263,10 @@ pub(crate) struct Frame {
     expected: Mutex<Vec<(&'static str, Dims)>>,
     /// The re-run's values not yet handed out, while a backward uses them.
     recomputed: Mutex<Option<Recomputed>>,
+    /// Whether the forward keeps its matrix products (`SaveDots`).
+    keeps_dots: bool,
+    /// The kept products, in forward order, for every re-run.
+    kept: Mutex<Vec<Kept>>,
 }
 
 impl Frame {
@@ -158,7 +296,8 @@ impl Frame {
     /// Re-runs the scope (no lock held meanwhile) and checks that it saved
     /// what the forward saved.
     fn recompute(&self) -> Recomputed {
-        let captured = (self.rerun)();
+        count(|c| c.reruns += 1);
+        let captured = (self.rerun)(self);
         let expected = lock(&self.expected);
         assert_eq!(
             captured.len(),
@@ -190,6 +329,47 @@ pub type Layer<T> = Arc<dyn Fn(&Tensor<T>) -> Tensor<T> + Send + Sync>;
 
 static NEXT_FRAME: AtomicU64 = AtomicU64::new(0);
 
+/// What a checkpoint keeps from its forward for its backward.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let opts = CheckpointOptions { policy: CheckpointPolicy::SaveDots };
+/// assert_eq!(CheckpointOptions::default().policy, CheckpointPolicy::RecomputeAll);
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CheckpointPolicy {
+    /// Keep only the inputs (and the generator state); backward recomputes
+    /// everything (PyTorch's `checkpoint`, JAX's default `remat`).
+    #[default]
+    RecomputeAll,
+    /// Also keep the output of every matrix product recorded in the scope:
+    /// backward's re-run takes them back instead of multiplying again, and
+    /// recomputes only the cheap ops in between (JAX's
+    /// `checkpoint_policies.checkpoint_dots`). The kept outputs count in
+    /// [`memory::saved_bytes`](crate::memory::saved_bytes) until the
+    /// scope's backward is done. Checkpoints nested in another checkpoint's
+    /// forward keep nothing (the outer one promised to keep only its
+    /// inputs).
+    SaveDots,
+}
+
+/// Options of [`checkpoint_with`] and [`checkpoint_many_with`].
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let opts = CheckpointOptions { policy: CheckpointPolicy::SaveDots };
+/// let x = Tensor::<f32>::ones(&[2, 2]).set_requires_grad(true);
+/// let y = tapegrad::checkpoint_with(|xs| xs[0].matmul(&xs[0]).tanh(), &[x.clone()], opts);
+/// y.sum().backward();
+/// assert!(x.grad().is_some());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CheckpointOptions {
+    /// What the forward keeps besides the inputs.
+    pub policy: CheckpointPolicy,
+}
+
 /// Runs `f(inputs)` without keeping the activations made inside: backward
 /// recomputes them by running `f` again. Gradients are the same as without
 /// the checkpoint, for the inputs and for tensors `f` captured (weights).
@@ -209,7 +389,30 @@ pub fn checkpoint<T: Float, F>(f: F, inputs: &[Tensor<T>]) -> Tensor<T>
 where
     F: Fn(&[Tensor<T>]) -> Tensor<T> + Send + Sync + 'static,
 {
-    let mut out = checkpoint_many(move |xs| vec![f(xs)], inputs);
+    checkpoint_with(f, inputs, CheckpointOptions::default())
+}
+
+/// [`checkpoint`] with options: with [`CheckpointPolicy::SaveDots`], the
+/// forward also keeps the matrix products and backward recomputes only the
+/// ops between them.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let w = Tensor::<f64>::randn(&[4, 4]).set_requires_grad(true);
+/// let x = Tensor::<f64>::randn(&[2, 4]);
+/// let w2 = w.clone();
+/// let opts = CheckpointOptions { policy: CheckpointPolicy::SaveDots };
+/// let before = tapegrad::recompute_counts();
+/// let y = tapegrad::checkpoint_with(move |xs| xs[0].matmul(&w2).tanh().exp(), &[x], opts);
+/// y.sum().backward();
+/// let done = tapegrad::recompute_counts() - before;
+/// assert_eq!((done.reruns, done.matmuls, done.reused_matmuls), (1, 0, 1));
+/// ```
+pub fn checkpoint_with<T: Float, F>(f: F, inputs: &[Tensor<T>], opts: CheckpointOptions) -> Tensor<T>
+where
+    F: Fn(&[Tensor<T>]) -> Tensor<T> + Send + Sync + 'static,
+{
+    let mut out = checkpoint_many_with(move |xs| vec![f(xs)], inputs, opts);
     out.pop().expect("one output")
 }
 
@@ -223,6 +426,27 @@ where
 /// assert!(x.grad().is_some());
 /// ```
 pub fn checkpoint_many<T: Float, F>(f: F, inputs: &[Tensor<T>]) -> Vec<Tensor<T>>
+where
+    F: Fn(&[Tensor<T>]) -> Vec<Tensor<T>> + Send + Sync + 'static,
+{
+    checkpoint_many_with(f, inputs, CheckpointOptions::default())
+}
+
+/// [`checkpoint_many`] with options (see [`checkpoint_with`]).
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::<f64>::randn(&[3, 3]).set_requires_grad(true);
+/// let opts = CheckpointOptions { policy: CheckpointPolicy::SaveDots };
+/// let ys = tapegrad::checkpoint_many_with(|xs| vec![xs[0].matmul(&xs[0]).tanh(), xs[0].exp()], &[x.clone()], opts);
+/// (&ys[0] + &ys[1]).sum().backward();
+/// assert!(x.grad().is_some());
+/// ```
+pub fn checkpoint_many_with<T: Float, F>(
+    f: F,
+    inputs: &[Tensor<T>],
+    opts: CheckpointOptions,
+) -> Vec<Tensor<T>>
 where
     F: Fn(&[Tensor<T>]) -> Vec<Tensor<T>> + Send + Sync + 'static,
 {
@@ -241,7 +465,7 @@ where
     let generator = rng::snapshot();
     let f = Arc::new(f);
     let again = f.clone();
-    let rerun: Rerun = Box::new(move || {
+    let rerun: Rerun = Box::new(move |frame: &Frame| {
         let name = format!("checkpoint #{id}");
         let xs: Vec<Tensor<T>> = saved
             .iter()
@@ -249,19 +473,43 @@ where
             .map(|(s, &r)| Tensor::from_value(s.value(&name)).set_requires_grad(r))
             .collect();
         let capture: Capture = Rc::default();
+        let dots = frame.keeps_dots.then(|| DotReplay {
+            frame: id,
+            kept: lock(&frame.kept).clone(),
+            next: 0,
+        });
+        let _scope = ScopeGuard::push(Scope::Recompute(Recompute {
+            capture: capture.clone(),
+            dots,
+        }));
         {
-            let _scope = ScopeGuard::push(Scope::Recompute(capture.clone()));
+            let _depth = RerunGuard::enter();
             let _mode = GradModeGuard::new(true);
             let _rng = Replay::new(generator.clone());
             drop(again(&xs));
         }
+        SCOPES.with(|scopes| {
+            if let Some(Scope::Recompute(Recompute { dots: Some(d), .. })) = scopes.borrow().last() {
+                assert_eq!(
+                    d.next,
+                    d.kept.len(),
+                    "checkpoint #{id}: the re-run in backward computed {} matrix products but the \
+                     forward kept {}; the checkpointed function must compute the same ops when run again",
+                    d.next,
+                    d.kept.len()
+                );
+            }
+        });
         capture.take()
     });
+    let nested = SCOPES.with(|s| s.borrow().iter().any(|s| matches!(s, Scope::Forward(_))));
     let frame = Arc::new(Frame {
         id,
         rerun,
         expected: Mutex::new(Vec::new()),
         recomputed: Mutex::new(None),
+        keeps_dots: opts.policy == CheckpointPolicy::SaveDots && !nested,
+        kept: Mutex::new(Vec::new()),
     });
     let _scope = ScopeGuard::push(Scope::Forward(frame));
     f(inputs)
@@ -291,11 +539,77 @@ pub fn checkpoint_sequential<T: Float>(layers: &[Layer<T>], segments: usize, inp
         layers.len()
     );
     let size = layers.len() / segments;
-    let run = |part: &[Layer<T>], x: &Tensor<T>| part.iter().fold(x.clone(), |h, layer| layer(&h));
     let mut x = input.clone();
     for s in 0..segments - 1 {
         let part: Vec<_> = layers[s * size..(s + 1) * size].to_vec();
-        x = checkpoint(move |xs| run(&part, &xs[0]), &[x]);
+        x = checkpoint(move |xs| run_layers(&part, &xs[0]), &[x]);
     }
-    run(&layers[(segments - 1) * size..], &x)
+    run_layers(&layers[(segments - 1) * size..], &x)
+}
+
+/// `layers` one after another on `x`.
+pub(crate) fn run_layers<T: Float>(layers: &[Layer<T>], x: &Tensor<T>) -> Tensor<T> {
+    layers.iter().fold(x.clone(), |h, layer| layer(&h))
+}
+
+/// How much recomputation checkpoints did on this thread: counters since
+/// the thread started, read with [`recompute_counts`]; subtract two
+/// readings for what happened in between.
+///
+/// Re-runs happen on the thread that runs the backward, and are counted
+/// there.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::<f64>::randn(&[2, 2]).set_requires_grad(true);
+/// let before = tapegrad::recompute_counts();
+/// tapegrad::checkpoint(|xs| xs[0].matmul(&xs[0]).tanh(), &[x.clone()]).sum().backward();
+/// let done = tapegrad::recompute_counts() - before;
+/// assert_eq!(done.reruns, 1);
+/// assert_eq!(done.matmuls, 1);
+/// assert_eq!(done.saves, 3); // the product's two inputs and tanh's output
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RecomputeCounts {
+    /// Checkpoint scopes re-run by backward.
+    pub reruns: u64,
+    /// Matrix products computed again inside re-runs.
+    pub matmuls: u64,
+    /// Matrix products that re-runs took back from a
+    /// [`CheckpointPolicy::SaveDots`] forward instead of computing.
+    pub reused_matmuls: u64,
+    /// Values saved by the ops that re-runs recorded (each op that saves
+    /// something saves one or two).
+    pub saves: u64,
+}
+
+impl RecomputeCounts {
+    const ZERO: RecomputeCounts = RecomputeCounts {
+        reruns: 0,
+        matmuls: 0,
+        reused_matmuls: 0,
+        saves: 0,
+    };
+}
+
+impl std::ops::Sub for RecomputeCounts {
+    type Output = RecomputeCounts;
+    fn sub(self, before: RecomputeCounts) -> RecomputeCounts {
+        RecomputeCounts {
+            reruns: self.reruns - before.reruns,
+            matmuls: self.matmuls - before.matmuls,
+            reused_matmuls: self.reused_matmuls - before.reused_matmuls,
+            saves: self.saves - before.saves,
+        }
+    }
+}
+
+/// This thread's [`RecomputeCounts`] so far.
+///
+/// ```
+/// let a = tapegrad::recompute_counts();
+/// assert_eq!(tapegrad::recompute_counts() - a, tapegrad::RecomputeCounts::default());
+/// ```
+pub fn recompute_counts() -> RecomputeCounts {
+    COUNTS.with(Cell::get)
 }

@@ -2,6 +2,7 @@
 //! broadcast batch dimensions, built on one batched product of operands
 //! whose batch dimensions already agree.
 
+use crate::autograd::checkpoint;
 use crate::autograd::node::{record, Save};
 use crate::ops::broadcast::broadcast_shape;
 use crate::ops::kernels::gemm_into;
@@ -82,14 +83,17 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     let nd = va.ndim();
     let batch = &a.shape()[..nd - 2];
     let (m, n) = (va.shape()[nd - 2], vb.shape()[nd - 1]);
-    let count: usize = batch.iter().product();
-    let mut out = Array3::<T>::zeros((count, m, n));
-    for (i, mut c) in out.outer_iter_mut().enumerate() {
-        gemm_into(&matrix_at(&va, batch, i), &matrix_at(&vb, batch, i), &mut c);
-    }
-    let mut shape: SmallVec<[usize; 4]> = SmallVec::from_slice(batch);
-    shape.extend([m, n]);
-    let out = Value::from_array(out.into_shape_with_order(shape.as_slice()).expect("same size"));
+    // Under a SaveDots checkpoint, a re-run takes the forward's product back.
+    let out = checkpoint::dot_or(a, b, || {
+        let count: usize = batch.iter().product();
+        let mut out = Array3::<T>::zeros((count, m, n));
+        for (i, mut c) in out.outer_iter_mut().enumerate() {
+            gemm_into(&matrix_at(&va, batch, i), &matrix_at(&vb, batch, i), &mut c);
+        }
+        let mut shape: SmallVec<[usize; 4]> = SmallVec::from_slice(batch);
+        shape.extend([m, n]);
+        Value::from_array(out.into_shape_with_order(shape.as_slice()).expect("same size"))
+    });
     // d(A B) = dA B + A dB: gA = g Bᵀ, gB = Aᵀ g (transposes are views, so
     // the backward products read the operands in place). Each operand is
     // saved only if the other needs its gradient.
