@@ -41,7 +41,8 @@ mod tensor;
 
 pub use autograd::checkpoint::{
     checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_sequential, checkpoint_with,
-    recompute_counts, CheckpointOptions, CheckpointPolicy, Layer, RecomputeCounts,
+    print_saved_residuals, recompute_counts, saved_residuals, CheckpointOptions, CheckpointPolicy, Layer,
+    RecomputeCounts, SavedResidual,
 };
 pub use autograd::custom::CustomOp;
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
@@ -57,9 +58,9 @@ pub use tensor::Tensor;
 pub mod prelude {
     pub use crate::{
         checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_sequential, checkpoint_with,
-        enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad, BackwardOptions,
-        CheckpointOptions, CheckpointPolicy, CustomOp, Float, GradOptions, GradcheckError, GradcheckOptions,
-        NoGradGuard, Tensor,
+        enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad, print_saved_residuals,
+        saved_residuals, BackwardOptions, CheckpointOptions, CheckpointPolicy, CustomOp, Float, GradOptions,
+        GradcheckError, GradcheckOptions, NoGradGuard, Tensor,
     };
 }
 

@@ -497,3 +497,71 @@ fn a_save_dots_rerun_with_other_products_panics() {
     );
     y.sum().backward();
 }
+
+// ------------------------------------------------------------ saved residuals
+
+#[test]
+fn saved_residuals_lists_what_is_saved_in_order() {
+    let w = Tensor::<f32>::randn(&[8, 8]).set_requires_grad(true);
+    let b = Tensor::<f32>::randn(&[8]).set_requires_grad(true);
+    let x = Tensor::<f32>::randn(&[4, 8]);
+    let layer = |x: &Tensor<f32>, w: &Tensor<f32>, b: &Tensor<f32>| (x.matmul(w) + b).tanh().exp();
+    let listed = |opts: Option<CheckpointOptions>| {
+        tapegrad::saved_residuals(
+            |xs| match opts {
+                None => layer(&layer(&xs[0], &xs[1], &xs[2]), &xs[1], &xs[2]),
+                Some(opts) => {
+                    let (w, b) = (xs[1].clone(), xs[2].clone());
+                    let h = tapegrad::checkpoint_with(
+                        move |ys| layer(&layer(&ys[0], &w, &b), &w, &b),
+                        &[xs[0].clone()],
+                        opts,
+                    );
+                    h.sin()
+                }
+            },
+            &[x.clone(), w.clone(), b.clone()],
+        )
+        .into_iter()
+        .map(|r| (r.op, r.role, r.shape, r.new_bytes))
+        .collect::<Vec<_>>()
+    };
+    let act = 4 * 8 * 4;
+    let s = |op: &'static str, role: &str, new_bytes: usize| (op, role.to_string(), vec![4, 8], new_bytes);
+    assert_eq!(
+        listed(None),
+        [
+            s("MmBackward", "input 0", 0), // x is a leaf: the caller's memory
+            s("TanhBackward", "output", act),
+            s("ExpBackward", "output", act),
+            s("MmBackward", "input 0", 0), // exp's output, saved already
+            ("MmBackward", "input 1".to_string(), vec![8, 8], 0), // w: its input needs grad now
+            s("TanhBackward", "output", act),
+            s("ExpBackward", "output", act),
+        ]
+    );
+    assert_eq!(
+        listed(Some(CheckpointOptions::default())),
+        [s("Checkpoint", "input 0", 0), s("SinBackward", "input 0", act)]
+    );
+    let dots = listed(Some(SAVE_DOTS));
+    assert_eq!(dots.len(), 4);
+    assert_eq!(dots[0], s("Checkpoint", "input 0", 0));
+    for r in &dots[1..3] {
+        assert_eq!((r.0, r.3), ("MmBackward", act));
+        assert!(r.1.starts_with("output, kept by checkpoint #"), "{}", r.1);
+    }
+    assert_eq!(dots[3], s("SinBackward", "input 0", act));
+}
+
+#[test]
+fn saved_residuals_leaves_the_generator_alone() {
+    let x = Tensor::<f64>::randn(&[16]).set_requires_grad(true);
+    tapegrad::manual_seed(5);
+    let listed = tapegrad::saved_residuals(|xs| xs[0].dropout(0.5, true).exp(), &[x.clone()]);
+    let next = Tensor::<f64>::rand(&[4]).to_vec();
+    tapegrad::manual_seed(5);
+    assert_eq!(next, Tensor::<f64>::rand(&[4]).to_vec());
+    let ops: Vec<_> = listed.iter().map(|r| r.op).collect();
+    assert_eq!(ops, ["DropoutBackward", "ExpBackward"], "{listed:#?}");
+}

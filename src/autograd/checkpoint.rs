@@ -14,6 +14,9 @@
 //! Under [`CheckpointPolicy::SaveDots`] the frame also keeps the output of
 //! every matrix product made in its forward, and the re-run takes them back
 //! in order instead of calling gemm again (JAX's `checkpoint_dots`).
+//!
+//! A third kind of scope, the inspecting one, holds what is saved as usual
+//! and lists it: [`saved_residuals`].
 
 use crate::autograd::mode::{is_grad_enabled, GradModeGuard};
 use crate::autograd::node::{should_record, Held, Role, Saved, SavedData};
@@ -22,6 +25,7 @@ use crate::storage::{Dims, Value};
 use crate::{Float, Tensor};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -60,12 +64,21 @@ struct Recompute {
     dots: Option<DotReplay>,
 }
 
+/// A saved value as an inspecting scope lists it.
+pub(crate) struct Noted {
+    pub(crate) residual: SavedResidual,
+}
+
+type Notes = Rc<RefCell<Vec<Noted>>>;
+
 /// Where the saves of ops go on this thread.
 enum Scope {
     /// A checkpoint's forward: saves become placeholders of the frame.
     Forward(Arc<Frame>),
     /// A checkpoint's re-run: saves are also captured, in order.
     Recompute(Recompute),
+    /// Saves are held as outside any scope, and listed.
+    Inspect(Notes),
 }
 
 thread_local! {
@@ -91,7 +104,6 @@ fn count(f: impl FnOnce(&mut RecomputeCounts)) {
 /// Saves `value`, the `role` of op `op`, through the innermost scope of
 /// this thread.
 pub(crate) fn save<T: Float>(op: &'static str, role: Role, value: Value<T>) -> SavedData<T> {
-    let _ = (op, role);
     SCOPES.with(|scopes| match scopes.borrow().last() {
         None => SavedData::Held(Held::new(value)),
         Some(Scope::Forward(frame)) => {
@@ -111,7 +123,36 @@ pub(crate) fn save<T: Float>(op: &'static str, role: Role, value: Value<T>) -> S
             });
             SavedData::Held(Held::new(value))
         }
+        Some(Scope::Inspect(notes)) => {
+            notes.borrow_mut().push(note(op, describe(role), &value));
+            SavedData::Held(Held::new(value))
+        }
     })
+}
+
+/// How an inspecting scope lists `value` saved by `op` as `role`, before it
+/// is held.
+fn note<T: Float>(op: &'static str, role: String, value: &Value<T>) -> Noted {
+    let buf = &value.buf;
+    let bytes = buf.bytes();
+    let counts = buf.countable.load(Ordering::Relaxed) && buf.saved_refs.load(Ordering::Acquire) == 0;
+    Noted {
+        residual: SavedResidual {
+            op,
+            role,
+            dtype: T::DTYPE,
+            shape: value.shape.to_vec(),
+            bytes,
+            new_bytes: if counts { bytes } else { 0 },
+        },
+    }
+}
+
+fn describe(role: Role) -> String {
+    match role {
+        Role::Input(i) => format!("input {i}"),
+        Role::Output => "output".to_string(),
+    }
 }
 
 /// The output of the matrix product `a @ b` (operands with equal batch
@@ -125,7 +166,7 @@ pub(crate) fn dot_or<T: Float>(a: &Tensor<T>, b: &Tensor<T>, compute: impl FnOnc
         Reuse(Value<T>),
     }
     let act = SCOPES.with(|scopes| match scopes.borrow_mut().last_mut() {
-        None => Act::Compute,
+        None | Some(Scope::Inspect(_)) => Act::Compute,
         Some(Scope::Forward(frame)) => match frame.keeps_dots && should_record(&[a, b]) {
             true => Act::Keep(frame.clone()),
             false => Act::Compute,
@@ -151,6 +192,18 @@ pub(crate) fn dot_or<T: Float>(a: &Tensor<T>, b: &Tensor<T>, compute: impl FnOnc
             // The output of a recorded op: graph memory (record() would mark
             // it too, but the count must be on before it is held).
             value.buf.countable.store(true, Ordering::Relaxed);
+            let op = if value.shape.len() == 2 {
+                "MmBackward"
+            } else {
+                "BmmBackward"
+            };
+            SCOPES.with(|scopes| {
+                let scopes = scopes.borrow();
+                if let Some(Scope::Inspect(notes)) = scopes.iter().rev().nth(1) {
+                    let role = format!("output, kept by checkpoint #{}", frame.id);
+                    notes.borrow_mut().push(note(op, role, &value));
+                }
+            });
             lock(&frame.kept).push(Kept {
                 dtype: T::DTYPE,
                 shape: value.shape.clone(),
@@ -612,4 +665,118 @@ impl std::ops::Sub for RecomputeCounts {
 /// ```
 pub fn recompute_counts() -> RecomputeCounts {
     COUNTS.with(Cell::get)
+}
+
+/// One value that a function saves for its backward, as
+/// [`saved_residuals`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedResidual {
+    /// The op that saved it, by the name of its backward node (as
+    /// [`Tensor::grad_fn_name`] shows it), or `"Checkpoint"` for the inputs
+    /// a checkpoint keeps.
+    pub op: &'static str,
+    /// What it is to that op: `"input 0"`, `"output"`, or the output of a
+    /// matrix product kept by a [`CheckpointPolicy::SaveDots`] checkpoint.
+    pub role: String,
+    /// `"f32"` or `"f64"`.
+    pub dtype: &'static str,
+    /// The shape of the saved value (a view may be smaller than its buffer).
+    pub shape: Vec<usize>,
+    /// The whole buffer behind it.
+    pub bytes: usize,
+    /// What saving it added to [`memory::saved_bytes`](crate::memory::saved_bytes):
+    /// `bytes`, or 0 for a leaf's data (the caller's memory) and for a
+    /// buffer already saved.
+    pub new_bytes: usize,
+}
+
+impl fmt::Display for SavedResidual {
+    /// One line: op, role, dtype and shape, bytes and what they add.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = format!("{}{:?}", self.dtype, self.shape);
+        let added = match (self.new_bytes, self.bytes) {
+            (0, _) => "0 (leaf or saved already)".to_string(),
+            (n, _) => mib(n),
+        };
+        write!(
+            f,
+            "{:<14} {:<34} {:<18} {:>10}  {}",
+            self.op,
+            self.role,
+            shape,
+            mib(self.bytes),
+            added
+        )
+    }
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.3} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// Runs `f(inputs)` once, with grad mode on, and lists what it saves for
+/// its backward, in the order it is saved (as JAX's
+/// `print_saved_residuals`). Inside `f`, a [`checkpoint`] shows up as the
+/// inputs it keeps (op `"Checkpoint"`), plus the matrix products it keeps
+/// under [`CheckpointPolicy::SaveDots`], not as what it recomputes.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let w = Tensor::<f32>::randn(&[8, 8]).set_requires_grad(true);
+/// let x = Tensor::<f32>::randn(&[4, 8]);
+/// let saved = tapegrad::saved_residuals(|xs| xs[1].matmul(&xs[0]).tanh(), &[w, x]);
+/// let ops: Vec<_> = saved.iter().map(|r| (r.op, r.role.as_str())).collect();
+/// assert_eq!(ops, [("MmBackward", "input 0"), ("TanhBackward", "output")]);
+/// assert_eq!(saved[1].new_bytes, 4 * 8 * 4);
+/// ```
+///
+/// The random generator is left where it was; `f`'s results are dropped.
+pub fn saved_residuals<T: Float, R>(
+    f: impl FnOnce(&[Tensor<T>]) -> R,
+    inputs: &[Tensor<T>],
+) -> Vec<SavedResidual> {
+    let _rng = Replay::new(rng::snapshot());
+    let (out, notes) = inspect(|| f(inputs));
+    drop(out);
+    notes.into_iter().map(|n| n.residual).collect()
+}
+
+/// Prints [`saved_residuals`]`(f, inputs)` as a table, with the total that
+/// counts in [`memory::saved_bytes`](crate::memory::saved_bytes).
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::<f32>::randn(&[4, 8]).set_requires_grad(true);
+/// tapegrad::print_saved_residuals(|xs| xs[0].exp().sin(), &[x]);
+/// // op             role         dtype, shape       bytes  adds to saved_bytes
+/// // ExpBackward    output       f32[4, 8]    0.000 MiB  0.000 MiB
+/// // ...
+/// ```
+pub fn print_saved_residuals<T: Float, R>(f: impl FnOnce(&[Tensor<T>]) -> R, inputs: &[Tensor<T>]) {
+    let saved = saved_residuals(f, inputs);
+    println!(
+        "{:<14} {:<34} {:<18} {:>10}  adds to saved_bytes",
+        "op", "role", "dtype, shape", "bytes"
+    );
+    for r in &saved {
+        println!("{r}");
+    }
+    let total: usize = saved.iter().map(|r| r.new_bytes).sum();
+    println!(
+        "{} values saved; {} in memory::saved_bytes",
+        saved.len(),
+        mib(total)
+    );
+}
+
+/// Runs `f` with grad mode on under an inspecting scope, and returns its
+/// result with what was saved meanwhile.
+pub(crate) fn inspect<R>(f: impl FnOnce() -> R) -> (R, Vec<Noted>) {
+    let notes: Notes = Rc::default();
+    let out = {
+        let _mode = GradModeGuard::new(true);
+        let _scope = ScopeGuard::push(Scope::Inspect(notes.clone()));
+        f()
+    };
+    (out, notes.take())
 }
