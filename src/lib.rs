@@ -49,6 +49,10 @@ pub use autograd::engine::{grad, BackwardOptions, GradOptions};
 pub use autograd::gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
 pub use autograd::memory;
 pub use autograd::mode::{enable_grad, is_grad_enabled, no_grad, GradModeGuard, NoGradGuard};
+pub use autograd::planner::{
+    checkpoint_planned, plan_checkpoints, profile_layers, try_plan_checkpoints, BudgetError, LayerProfile,
+    Plan, Segment,
+};
 pub use float::Float;
 pub use ndarray;
 pub use rng::manual_seed;
@@ -57,10 +61,11 @@ pub use tensor::Tensor;
 /// `use tapegrad::prelude::*;` brings in the types and functions of the API.
 pub mod prelude {
     pub use crate::{
-        checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_sequential, checkpoint_with,
-        enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad, print_saved_residuals,
-        saved_residuals, BackwardOptions, CheckpointOptions, CheckpointPolicy, CustomOp, Float, GradOptions,
-        GradcheckError, GradcheckOptions, NoGradGuard, Tensor,
+        checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_planned, checkpoint_sequential,
+        checkpoint_with, enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad,
+        plan_checkpoints, print_saved_residuals, saved_residuals, BackwardOptions, CheckpointOptions,
+        CheckpointPolicy, CustomOp, Float, GradOptions, GradcheckError, GradcheckOptions, NoGradGuard,
+        Tensor,
     };
 }
 

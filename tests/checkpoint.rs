@@ -565,3 +565,75 @@ fn saved_residuals_leaves_the_generator_alone() {
     let ops: Vec<_> = listed.iter().map(|r| r.op).collect();
     assert_eq!(ops, ["DropoutBackward", "ExpBackward"], "{listed:#?}");
 }
+
+// ------------------------------------------------------------ planner
+
+fn layers_of(net: &Arc<Net>, p: f64) -> Vec<tapegrad::Layer<f64>> {
+    (0..net.w.len())
+        .map(|i| {
+            let net = net.clone();
+            Arc::new(move |h: &Tensor<f64>| block(h, &net.w[i], &net.b[i], p)) as tapegrad::Layer<f64>
+        })
+        .collect()
+}
+
+#[test]
+fn planned_checkpoints_give_the_plain_gradients_at_every_budget() {
+    let net = Arc::new(Net::new(10, 6));
+    let x = Tensor::<f64>::randn(&[4, 6]).set_requires_grad(true);
+    let layers = layers_of(&net, 0.3);
+    let plain = gradients(&net, &x, |x| net.run(x, 0, 10, 0.3));
+    let activation = 4 * 6 * 8;
+    let huge = tapegrad::plan_checkpoints(&layers, usize::MAX, &x);
+    assert_eq!(huge.recomputed_layers, 0, "{huge}");
+    assert!(huge.segments.iter().all(|s| !s.checkpointed));
+    let minimum = tapegrad::try_plan_checkpoints(&layers, 0, &x)
+        .unwrap_err()
+        .minimum_bytes;
+    let mut recomputed = Vec::new();
+    for budget in [usize::MAX, 12 * activation, 8 * activation, minimum] {
+        tapegrad::manual_seed(42);
+        let plan = tapegrad::plan_checkpoints(&layers, budget, &x);
+        recomputed.push(plan.recomputed_layers);
+        let planned = gradients(&net, &x, |x| plan.run(&layers, x));
+        assert_eq!(plain, planned, "{plan}");
+        let direct = gradients(&net, &x, |x| tapegrad::checkpoint_planned(&layers, budget, x));
+        assert_eq!(plain, direct, "{plan}");
+    }
+    assert!(recomputed.windows(2).all(|w| w[0] <= w[1]), "{recomputed:?}");
+    assert!(recomputed[3] > 0);
+}
+
+#[test]
+#[should_panic(expected = "the most frugal plan needs")]
+fn a_budget_below_every_plan_panics_naming_the_minimum() {
+    let net = Arc::new(Net::new(4, 3));
+    let x = Tensor::<f64>::randn(&[2, 3]);
+    tapegrad::plan_checkpoints(&layers_of(&net, 0.0), 10, &x);
+}
+
+#[test]
+#[should_panic(expected = "the plan is for 4 layers, but 3 were given")]
+fn a_plan_for_other_layers_panics() {
+    let net = Arc::new(Net::new(4, 3));
+    let x = Tensor::<f64>::randn(&[2, 3]);
+    let layers = layers_of(&net, 0.0);
+    let plan = tapegrad::plan_checkpoints(&layers, usize::MAX, &x);
+    plan.run(&layers[..3], &x);
+}
+
+#[test]
+fn profiling_leaves_the_generator_alone() {
+    let net = Arc::new(Net::new(3, 3));
+    let x = Tensor::<f64>::randn(&[2, 3]);
+    tapegrad::manual_seed(9);
+    let profiles = tapegrad::profile_layers(&layers_of(&net, 0.5), &x);
+    let next = Tensor::<f64>::rand(&[4]).to_vec();
+    tapegrad::manual_seed(9);
+    assert_eq!(next, Tensor::<f64>::rand(&[4]).to_vec());
+    assert_eq!(profiles.len(), 3);
+    // x is a leaf: its layer saves it for nothing; later inputs count.
+    assert_eq!(profiles[0].input_bytes, 0);
+    assert_eq!(profiles[1].input_bytes, 2 * 3 * 8);
+    assert!(profiles.iter().all(|p| p.saves_input && p.saves_output));
+}

@@ -100,6 +100,43 @@ fn measure(weights: &[Tensor<f32>], forward: impl Fn() -> Tensor<f32>) -> (usize
 }
 
 #[test]
+fn the_planners_prediction_bounds_the_measured_peak() {
+    let _alone = alone();
+    let (weights, layers) = blocks(12, 64);
+    let x = Tensor::<f32>::randn(&[32, 64]);
+    let activation = 32 * 64 * 4;
+    let plain = {
+        let plan = tapegrad::plan_checkpoints(&layers, usize::MAX, &x);
+        assert_eq!(plan.recomputed_layers, 0);
+        assert_eq!(plan.segments.len(), 1);
+        plan.predicted_peak_bytes
+    };
+    let mut prev_recomputed = 0;
+    for budget in [plain, 9 * activation, 7 * activation, 6 * activation] {
+        let plan = tapegrad::plan_checkpoints(&layers, budget, &x);
+        let (_, measured, _) = measure(&weights, || plan.run(&layers, &x));
+        println!("{plan}\nmeasured peak: {measured} bytes");
+        assert!(plan.predicted_peak_bytes <= budget);
+        assert!(
+            measured <= plan.predicted_peak_bytes,
+            "measured {measured} > predicted {}",
+            plan.predicted_peak_bytes
+        );
+        assert!(
+            measured >= plan.predicted_peak_bytes - activation,
+            "the model is tight: measured {measured}, predicted {}",
+            plan.predicted_peak_bytes
+        );
+        assert!(
+            plan.recomputed_layers >= prev_recomputed,
+            "a smaller budget recomputes more"
+        );
+        prev_recomputed = plan.recomputed_layers;
+    }
+    assert!(prev_recomputed > 0);
+}
+
+#[test]
 fn a_segment_frees_its_input_once_its_backward_is_done() {
     // Segments of 8, 2 and 2 blocks. When the first re-runs (8 outputs),
     // the later segments' inputs must be gone already: the peak is the

@@ -16,7 +16,7 @@
 //! in order instead of calling gemm again (JAX's `checkpoint_dots`).
 //!
 //! A third kind of scope, the inspecting one, holds what is saved as usual
-//! and lists it: [`saved_residuals`].
+//! and lists it: [`saved_residuals`], and the planner's dry run.
 
 use crate::autograd::mode::{is_grad_enabled, GradModeGuard};
 use crate::autograd::node::{should_record, Held, Role, Saved, SavedData};
@@ -64,9 +64,11 @@ struct Recompute {
     dots: Option<DotReplay>,
 }
 
-/// A saved value as an inspecting scope lists it.
+/// A saved value as an inspecting scope lists it, with the identity of its
+/// buffer (for the planner's dry run).
 pub(crate) struct Noted {
     pub(crate) residual: SavedResidual,
+    pub(crate) buf: usize,
 }
 
 type Notes = Rc<RefCell<Vec<Noted>>>;
@@ -145,6 +147,7 @@ fn note<T: Float>(op: &'static str, role: String, value: &Value<T>) -> Noted {
             bytes,
             new_bytes: if counts { bytes } else { 0 },
         },
+        buf: Arc::as_ptr(buf) as usize,
     }
 }
 

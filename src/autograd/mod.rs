@@ -8,3 +8,4 @@ pub(crate) mod gradcheck;
 pub mod memory;
 pub(crate) mod mode;
 pub(crate) mod node;
+pub(crate) mod planner;
