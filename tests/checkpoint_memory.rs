@@ -100,6 +100,42 @@ fn measure(weights: &[Tensor<f32>], forward: impl Fn() -> Tensor<f32>) -> (usize
 }
 
 #[test]
+fn a_checkpoint_every_8_of_32_blocks_halves_the_heap_peak() {
+    let _alone = alone();
+    let (weights, layers) = blocks(32, 512);
+    let x = Tensor::<f32>::randn(&[256, 512]);
+    let (plain_heap, plain_saved, plain_grads) =
+        measure(&weights, || layers.iter().fold(x.clone(), |h, f| f(&h)));
+    let (ckpt_heap, ckpt_saved, ckpt_grads) =
+        measure(&weights, || tapegrad::checkpoint_sequential(&layers, 4, &x));
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    println!(
+        "heap peak above baseline: plain {:.2} MiB, checkpointed {:.2} MiB ({:.0}%); saved bytes peak: \
+         plain {:.2} MiB, checkpointed {:.2} MiB ({:.0}%)",
+        mib(plain_heap),
+        mib(ckpt_heap),
+        100.0 * ckpt_heap as f64 / plain_heap as f64,
+        mib(plain_saved),
+        mib(ckpt_saved),
+        100.0 * ckpt_saved as f64 / plain_saved as f64
+    );
+    assert!(plain_grads == ckpt_grads, "the same gradients, bitwise");
+    let activation = 256 * 512 * 4;
+    assert_eq!(plain_saved, 32 * activation, "plain: every tanh output");
+    assert!(
+        2 * ckpt_heap <= plain_heap,
+        "heap: {ckpt_heap} > 50% of {plain_heap}"
+    );
+    assert!(
+        2 * ckpt_saved <= plain_saved,
+        "saved: {ckpt_saved} > 50% of {plain_saved}"
+    );
+    // 3 checkpointed segments keep their inputs (the first is the leaf x),
+    // the plain last segment its input and 8 outputs: 11 of 32.
+    assert_eq!(ckpt_saved, 11 * activation);
+}
+
+#[test]
 fn the_planners_prediction_bounds_the_measured_peak() {
     let _alone = alone();
     let (weights, layers) = blocks(12, 64);
