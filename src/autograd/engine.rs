@@ -213,11 +213,14 @@ impl Hasher for KeyHasher {
 type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 type KeySet<K> = HashSet<K, BuildHasherDefault<KeyHasher>>;
 
+/// A node waiting to run, and the gradient summed for it so far.
+type PendingNode<T> = (Arc<Node<T>>, Option<Tensor<T>>);
+
 /// The nodes that have received gradient and not run yet, newest first.
 /// A map and a heap rather than a `BTreeMap`: both keep their allocations
 /// when they empty, which a chain does at every node.
 struct Frontier<T: Float> {
-    pending: KeyMap<u64, (Arc<Node<T>>, Option<Tensor<T>>)>,
+    pending: KeyMap<u64, PendingNode<T>>,
     order: BinaryHeap<u64>,
 }
 
