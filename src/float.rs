@@ -44,6 +44,27 @@ pub trait Float:
 
     /// The error function.
     fn erf(self) -> Self;
+
+    /// `c = a b` for an `m × k` matrix at `a` and a `k × n` matrix at `b`,
+    /// with any element strides (row stride, column stride), written into
+    /// `c` (which need not be initialised).
+    ///
+    /// # Safety
+    /// Every element the strides reach must lie inside its allocation, and
+    /// `c`'s `m × n` elements must not alias each other or `a` or `b`.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        a_strides: [isize; 2],
+        b: *const Self,
+        b_strides: [isize; 2],
+        c: *mut Self,
+        c_strides: [isize; 2],
+    );
 }
 
 impl Float for f32 {
@@ -60,6 +81,19 @@ impl Float for f32 {
     fn erf(self) -> Self {
         libm::erff(self)
     }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        [rsa, csa]: [isize; 2],
+        b: *const Self,
+        [rsb, csb]: [isize; 2],
+        c: *mut Self,
+        [rsc, csc]: [isize; 2],
+    ) {
+        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc);
+    }
 }
 
 impl Float for f64 {
@@ -75,5 +109,18 @@ impl Float for f64 {
     #[inline]
     fn erf(self) -> Self {
         libm::erf(self)
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        [rsa, csa]: [isize; 2],
+        b: *const Self,
+        [rsb, csb]: [isize; 2],
+        c: *mut Self,
+        [rsc, csc]: [isize; 2],
+    ) {
+        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc);
     }
 }

@@ -5,7 +5,7 @@
 use crate::ops::broadcast::broadcast_shape;
 use crate::storage::Value;
 use crate::Float;
-use ndarray::{ArrayView2, ArrayViewMut2, IxDyn, Zip};
+use ndarray::{ArrayView2, IxDyn, Zip};
 
 /// `f` of every element, into a fresh row-major buffer.
 pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
@@ -31,11 +31,28 @@ pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn
     Value::from_array(Zip::from(&va).and(&vb).map_collect(|&x, &y| f(x, y)))
 }
 
-/// `c = a @ b` for 2-D views of any strides (no transposed copies).
-pub(crate) fn gemm_into<T: Float>(
-    a: &ArrayView2<'_, T>,
-    b: &ArrayView2<'_, T>,
-    c: &mut ArrayViewMut2<'_, T>,
-) {
-    ndarray::linalg::general_mat_mul(T::one(), a, b, T::zero(), c);
+/// `c = a @ b` for 2-D views of any strides (no transposed copies), written
+/// row-major at `c` without reading it (no zero fill needed). The kernel
+/// is matrixmultiply's, on both cores for large products.
+///
+/// # Safety
+/// `c` must have room for `a.nrows() * b.ncols()` elements.
+pub(crate) unsafe fn gemm_into<T: Float>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, c: *mut T) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    let (sa, sb) = (a.strides(), b.strides());
+    // SAFETY: the views' strides keep every element inside their buffers;
+    // `c` is fresh memory of m × n elements (the caller's promise).
+    unsafe {
+        T::gemm(
+            m,
+            k,
+            n,
+            a.as_ptr(),
+            [sa[0], sa[1]],
+            b.as_ptr(),
+            [sb[0], sb[1]],
+            c,
+            [n as isize, 1],
+        )
+    }
 }

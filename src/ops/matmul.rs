@@ -8,7 +8,7 @@ use crate::ops::broadcast::broadcast_shape;
 use crate::ops::kernels::gemm_into;
 use crate::storage::Value;
 use crate::{Float, Tensor};
-use ndarray::{Array3, ArrayView2, ArrayViewD, Axis, Ix2};
+use ndarray::{ArrayView2, ArrayViewD, Axis, Ix2};
 use smallvec::{smallvec, SmallVec};
 
 impl<T: Float> Tensor<T> {
@@ -86,13 +86,26 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     // Under a SaveDots checkpoint, a re-run takes the forward's product back.
     let out = checkpoint::dot_or(a, b, || {
         let count: usize = batch.iter().product();
-        let mut out = Array3::<T>::zeros((count, m, n));
-        for (i, mut c) in out.outer_iter_mut().enumerate() {
-            gemm_into(&matrix_at(&va, batch, i), &matrix_at(&vb, batch, i), &mut c);
+        let size = m * n;
+        let mut out: Vec<T> = Vec::with_capacity(count * size);
+        if size > 0 {
+            for i in 0..count {
+                // SAFETY: `out` has room for `count` products of `size`
+                // elements; product `i` goes to its own `size` slots.
+                unsafe {
+                    gemm_into(
+                        &matrix_at(&va, batch, i),
+                        &matrix_at(&vb, batch, i),
+                        out.as_mut_ptr().add(i * size),
+                    )
+                };
+            }
+            // SAFETY: every element was written by a product above.
+            unsafe { out.set_len(count * size) };
         }
         let mut shape: SmallVec<[usize; 4]> = SmallVec::from_slice(batch);
         shape.extend([m, n]);
-        Value::from_array(out.into_shape_with_order(shape.as_slice()).expect("same size"))
+        Value::from_vec(out, &shape)
     });
     // d(A B) = dA B + A dB: gA = g Bᵀ, gB = Aᵀ g (transposes are views, so
     // the backward products read the operands in place). Each operand is
