@@ -56,7 +56,9 @@ impl Linear {
     fn new(fan_in: usize, fan_out: usize) -> Self {
         let scale = (1.0 / fan_in as f32).sqrt();
         Linear {
-            w: (Tensor::<f32>::randn(&[fan_in, fan_out]) * scale).detach().set_requires_grad(true),
+            w: (Tensor::<f32>::randn(&[fan_in, fan_out]) * scale)
+                .detach()
+                .set_requires_grad(true),
             b: Tensor::zeros(&[fan_out]).set_requires_grad(true),
         }
     }
@@ -114,8 +116,15 @@ fn w4() {
             Arc::new(move |h: &Tensor<f32>| l.forward(h).tanh()) as tapegrad::Layer<f32>
         })
         .collect();
-    let zero = || layers.iter().for_each(|l| [&l.w, &l.b].iter().for_each(|p| p.zero_grad()));
-    for (name, segments) in [("plain", 0), ("sqrt_segments", (depth as f64).sqrt().round() as usize)] {
+    let zero = || {
+        layers
+            .iter()
+            .for_each(|l| [&l.w, &l.b].iter().for_each(|p| p.zero_grad()))
+    };
+    for (name, segments) in [
+        ("plain", 0),
+        ("sqrt_segments", (depth as f64).sqrt().round() as usize),
+    ] {
         let forward = || {
             if segments == 0 {
                 as_fns.iter().fold(x.clone(), |h, f| f(&h))
@@ -132,7 +141,11 @@ fn w4() {
             zero();
         });
         report("W4", &format!("{name}_ms"), secs * 1e3);
-        report("W4", &format!("{name}_saved_mib"), saved as f64 / (1 << 20) as f64);
+        report(
+            "W4",
+            &format!("{name}_saved_mib"),
+            saved as f64 / (1 << 20) as f64,
+        );
     }
 }
 

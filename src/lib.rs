@@ -31,13 +31,13 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
-#[cfg(feature = "proptest")]
-pub mod testing;
 mod float;
 mod ops;
 mod rng;
 mod storage;
 mod tensor;
+#[cfg(feature = "proptest")]
+pub mod testing;
 
 pub use autograd::checkpoint::{
     checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_sequential, checkpoint_with,

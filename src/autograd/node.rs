@@ -253,7 +253,10 @@ impl<T: Float> Ctx<'_, T> {
     /// The one value an op saved, whatever its role (for unary ops, so that
     /// their rule need not carry which one it was).
     pub(crate) fn only_saved(&self) -> Tensor<T> {
-        let role = self.saved.as_ref().and_then(|s| s.borrow().first().map(|s| s.role));
+        let role = self
+            .saved
+            .as_ref()
+            .and_then(|s| s.borrow().first().map(|s| s.role));
         self.unpack(role.unwrap_or(Role::Output))
     }
 

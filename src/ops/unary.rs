@@ -299,7 +299,9 @@ impl<T: Float> Tensor<T> {
 /// instead of four: W1's backward is mostly this). Differentiable, for
 /// `create_graph`: by `1 - y²` in `g` and `-2 g y` in `y`.
 fn tanh_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("tanh_backward", &g.value(), &y.value(), |g, y| g * (T::one() - y * y));
+    let out = zip_map("tanh_backward", &g.value(), &y.value(), |g, y| {
+        g * (T::one() - y * y)
+    });
     let saves = [Save::Input(0), Save::Input(1)];
     record("TanhBackwardBackward", &[g, y], out, &saves, |ctx, gg| {
         let y = ctx.input(1);
@@ -313,13 +315,16 @@ fn tanh_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
 /// `g y (1 - y)`, the gradient of `y = σ(x)`, in one pass. Differentiable:
 /// by `y (1 - y)` in `g` and `g (1 - 2y)` in `y`.
 fn sigmoid_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("sigmoid_backward", &g.value(), &y.value(), |g, y| g * y * (T::one() - y));
+    let out = zip_map("sigmoid_backward", &g.value(), &y.value(), |g, y| {
+        g * y * (T::one() - y)
+    });
     let saves = [Save::Input(0), Save::Input(1)];
     record("SigmoidBackwardBackward", &[g, y], out, &saves, |ctx, gg| {
         let y = ctx.input(1);
         smallvec![
             ctx.needs_grad(0).then(|| sigmoid_backward(gg, &y)),
-            ctx.needs_grad(1).then(|| gg * ctx.input(0) * (&y * T::of(-2.0) + T::one())),
+            ctx.needs_grad(1)
+                .then(|| gg * ctx.input(0) * (&y * T::of(-2.0) + T::one())),
         ]
     })
 }
