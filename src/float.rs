@@ -45,6 +45,13 @@ pub trait Float:
     /// The error function.
     fn erf(self) -> Self;
 
+    /// tanh as the `tanh` op computes it: the standard library's for `f64`;
+    /// for `f32` a rational approximation that the compiler vectorises
+    /// (at most 4e-7 from the exact value, 7 ulp; libm's `tanhf` took 30%
+    /// of W4's time).
+    #[doc(hidden)]
+    fn tanh_op(self) -> Self;
+
     /// `c = a b` for an `m × k` matrix at `a` and a `k × n` matrix at `b`,
     /// with any element strides (row stride, column stride), written into
     /// `c` (which need not be initialised).
@@ -81,6 +88,10 @@ impl Float for f32 {
     fn erf(self) -> Self {
         libm::erff(self)
     }
+    #[inline]
+    fn tanh_op(self) -> Self {
+        tanh_f32(self)
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -110,6 +121,10 @@ impl Float for f64 {
     fn erf(self) -> Self {
         libm::erf(self)
     }
+    #[inline]
+    fn tanh_op(self) -> Self {
+        self.tanh()
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -122,5 +137,54 @@ impl Float for f64 {
         [rsc, csc]: [isize; 2],
     ) {
         matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc);
+    }
+}
+
+/// tanh for `f32` as a 13/6 rational function of x on [-7.9, 7.9] (beyond,
+/// tanh is 1 to within f32's precision), the approximation Eigen uses; x
+/// itself below 4e-4 and ±1 above 9. Selects, not jumps, so a loop over it
+/// vectorises.
+#[inline]
+fn tanh_f32(x: f32) -> f32 {
+    const CLAMP: f32 = 7.905_311;
+    const TINY: f32 = 4e-4;
+    let c = x.clamp(-CLAMP, CLAMP);
+    let x2 = c * c;
+    let mut p = x2 * -2.760_768_5e-16 + 2.000_187_9e-13;
+    p = p * x2 - 8.604_671_5e-11;
+    p = p * x2 + 5.122_297e-8;
+    p = p * x2 + 1.485_722_4e-5;
+    p = p * x2 + 6.372_619e-4;
+    p = p * x2 + 4.893_524_6e-3;
+    p *= c;
+    let mut q = x2 * 1.198_258_4e-6 + 1.185_347e-4;
+    q = q * x2 + 2.268_434_6e-3;
+    q = q * x2 + 4.893_525e-3;
+    if x.abs() < TINY {
+        x
+    } else if x.abs() > 9.0 {
+        // Exactly ±1, as the correctly rounded tanh is out there.
+        1.0f32.copysign(x)
+    } else {
+        p / q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tanh_f32;
+
+    #[test]
+    fn f32_tanh_is_within_4e_7_of_the_exact_value() {
+        let mut worst = 0.0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 6e-5; // [-12, 12]
+            worst = worst.max((tanh_f32(x) as f64 - (x as f64).tanh()).abs());
+        }
+        assert!(worst < 4e-7, "max error {worst:e}");
+        assert_eq!(tanh_f32(1e-5), 1e-5);
+        assert_eq!(tanh_f32(f32::INFINITY), 1.0);
+        assert_eq!(tanh_f32(-100.0), -1.0);
+        assert!(tanh_f32(f32::NAN).is_nan());
     }
 }

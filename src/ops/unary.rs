@@ -153,7 +153,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn tanh(&self) -> Tensor<T> {
         // d tanh(x) = (1 - tanh²(x)) dx
-        self.unary("TanhBackward", T::tanh, Save::Output, tanh_backward)
+        self.unary("TanhBackward", T::tanh_op, Save::Output, tanh_backward)
     }
 
     /// The logistic function 1 / (1 + e⁻ˣ), elementwise.
