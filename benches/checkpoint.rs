@@ -18,49 +18,14 @@
 //! Run: `cargo bench --bench checkpoint` (add `-- quick` for fewer timing
 //! rounds). Each figure is also printed as `W4 <metric> <value>`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes};
+use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes, CountingAllocator};
 use tapegrad::prelude::*;
 use tapegrad::{Layer, Plan};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size >= layout.size() {
-            grew(new_size - layout.size());
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static HEAP: CountingAllocator = CountingAllocator;
 
 const MIB: f64 = (1 << 20) as f64;
 
@@ -134,15 +99,15 @@ fn step_memory(net: &Net, x: &Tensor<f32>, s: &Strategy, grads_exist: bool) -> (
             p.sum().backward();
         }
     }
-    let heap0 = LIVE.load(Ordering::Relaxed);
-    PEAK.store(heap0, Ordering::Relaxed);
+    let heap0 = CountingAllocator::live();
+    CountingAllocator::reset_peak();
     let saved0 = saved_bytes();
     reset_peak();
     let loss = s.forward(net, x).sum();
     let forward = saved_bytes() - saved0;
     loss.backward();
     drop(loss);
-    let heap = PEAK.load(Ordering::Relaxed) - heap0;
+    let heap = CountingAllocator::peak() - heap0;
     (forward, peak_saved_bytes() - saved0, heap)
 }
 

@@ -6,51 +6,16 @@
 //! Run: `cargo run --release --example checkpoint_memory`
 //! (`-- --depth 64 --width 256 --batch 128` to change the model).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes};
+use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes, CountingAllocator};
 use tapegrad::prelude::*;
 use tapegrad::{Layer, Plan};
 
-/// Counts the heap, to report its peak beside the saved bytes.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size >= layout.size() {
-            grew(new_size - layout.size());
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static HEAP: CountingAllocator = CountingAllocator;
 
 const MIB: f64 = (1 << 20) as f64;
 
@@ -273,15 +238,15 @@ fn main() {
         params
             .iter()
             .for_each(|(w, b)| [w, b].iter().for_each(|p| p.sum().backward()));
-        let heap0 = LIVE.load(Ordering::Relaxed);
-        PEAK.store(heap0, Ordering::Relaxed);
+        let heap0 = CountingAllocator::live();
+        CountingAllocator::reset_peak();
         let saved0 = saved_bytes();
         reset_peak();
         let counts = tapegrad::recompute_counts();
         run(&layers, &x, s).sum().backward();
         let recomputed = tapegrad::recompute_counts() - counts;
         let peak_saved = (peak_saved_bytes() - saved0) as f64 / MIB;
-        let peak_heap = (PEAK.load(Ordering::Relaxed) - heap0) as f64 / MIB;
+        let peak_heap = (CountingAllocator::peak() - heap0) as f64 / MIB;
         // Time (median of 3 steps, gradients set to None before each).
         let ms = median(
             (0..3)

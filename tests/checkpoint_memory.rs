@@ -4,48 +4,13 @@
 //! The allocator's counters and `memory::saved_bytes` are process-wide, so
 //! the tests of this file take one lock: none runs beside another.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes};
+use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes, CountingAllocator};
 use tapegrad::prelude::*;
 use tapegrad::Layer;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size >= layout.size() {
-            grew(new_size - layout.size());
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static HEAP: CountingAllocator = CountingAllocator;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -85,14 +50,14 @@ fn measure(weights: &[Tensor<f32>], forward: impl Fn() -> Tensor<f32>) -> (usize
         w.zero_grad();
         w.sum().backward();
     }
-    let heap0 = LIVE.load(Ordering::Relaxed);
-    PEAK.store(heap0, Ordering::Relaxed);
+    let heap0 = CountingAllocator::live();
+    CountingAllocator::reset_peak();
     let saved0 = saved_bytes();
     reset_peak();
     let loss = forward().sum();
     loss.backward();
     drop(loss);
-    let heap = PEAK.load(Ordering::Relaxed) - heap0;
+    let heap = CountingAllocator::peak() - heap0;
     let saved = peak_saved_bytes() - saved0;
     assert_eq!(saved_bytes(), saved0, "backward released what was saved");
     let grads = weights.iter().map(|w| w.grad().unwrap().to_vec()).collect();

@@ -3,37 +3,11 @@
 //! The counters are process-wide, so this file holds a single test: nothing
 //! else runs in this process while it measures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes};
+use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes, CountingAllocator};
 use tapegrad::prelude::*;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
+static HEAP: CountingAllocator = CountingAllocator;
 
 const N: usize = 1 << 16; // elements per tensor: 256 KiB in f32
 const BYTES: usize = N * 4;
@@ -63,11 +37,11 @@ fn saved_bytes_matches_the_heap() {
     // A chain: the heap held by the graph is the saved buffers (plus small
     // per-node bookkeeping), and saved_bytes says so.
     let depth = 8;
-    let heap0 = live();
+    let heap0 = CountingAllocator::live();
     let saved0 = saved_bytes();
     reset_peak();
     let loss = chain(&x, depth);
-    let heap_graph = live() - heap0;
+    let heap_graph = CountingAllocator::live() - heap0;
     let saved = saved_bytes() - saved0;
     assert_eq!(saved, depth * BYTES, "each tanh output saved once");
     assert!(
@@ -93,9 +67,9 @@ fn saved_bytes_matches_the_heap() {
     // thread's small bookkeeping (a few hundred bytes each; a leaked
     // activation would be 256 KiB).
     assert!(
-        live() <= heap0 + grad_bytes + 4096,
+        CountingAllocator::live() <= heap0 + grad_bytes + 4096,
         "heap not back after backward and drop: {} over the baseline",
-        live() - heap0
+        CountingAllocator::live() - heap0
     );
     assert_eq!(
         peak_saved_bytes(),

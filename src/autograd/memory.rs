@@ -8,6 +8,7 @@
 //! never counted: they are the user's memory, not the graph's.
 
 use crate::storage::Buffer;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -61,5 +62,86 @@ impl<T> Drop for SavedBuf<T> {
         if buf.countable.load(Ordering::Relaxed) && buf.saved_refs.fetch_sub(1, Ordering::AcqRel) == 1 {
             SAVED.fetch_sub(buf.bytes(), Ordering::Relaxed);
         }
+    }
+}
+
+/// A global allocator that counts the bytes live on the heap and their
+/// high-water mark, on top of the system allocator: to see what a training
+/// step really holds (activations, gradients, optimizer state) beside
+/// [`saved_bytes`]. The counts are process-wide.
+///
+/// ```no_run
+/// use tapegrad::memory::CountingAllocator;
+///
+/// #[global_allocator]
+/// static HEAP: CountingAllocator = CountingAllocator;
+///
+/// fn main() {
+///     let before = CountingAllocator::live();
+///     CountingAllocator::reset_peak();
+///     let v = vec![0u8; 1 << 20];
+///     assert!(CountingAllocator::peak() - before >= 1 << 20);
+///     drop(v);
+/// }
+/// ```
+pub struct CountingAllocator;
+
+static HEAP_LIVE: AtomicUsize = AtomicUsize::new(0);
+static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+impl CountingAllocator {
+    /// Bytes allocated and not yet freed (0 unless this is the global
+    /// allocator).
+    pub fn live() -> usize {
+        HEAP_LIVE.load(Ordering::Relaxed)
+    }
+
+    /// The high-water mark of [`live`](CountingAllocator::live) since the
+    /// last [`reset_peak`](CountingAllocator::reset_peak).
+    pub fn peak() -> usize {
+        HEAP_PEAK.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new high-water mark at the current live bytes.
+    pub fn reset_peak() {
+        HEAP_PEAK.store(HEAP_LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn grew(by: usize) {
+        let now = HEAP_LIVE.fetch_add(by, Ordering::Relaxed) + by;
+        HEAP_PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn shrank(by: usize) {
+        HEAP_LIVE.fetch_sub(by, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; the
+// counters only observe the sizes.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::grew(layout.size());
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::grew(layout.size());
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        Self::shrank(layout.size());
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size >= layout.size() {
+            Self::grew(new_size - layout.size());
+        } else {
+            Self::shrank(layout.size() - new_size);
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
