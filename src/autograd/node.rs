@@ -206,8 +206,10 @@ impl<T: Float> Drop for Node<T> {
     fn drop(&mut self) {
         let mut stack: Vec<Arc<Node<T>>> = Vec::new();
         take_node_edges(&mut self.edges, &mut stack);
-        while let Some(node) = stack.pop() {
-            if let Some(mut node) = Arc::into_inner(node) {
+        while let Some(mut node) = stack.pop() {
+            // Emptied in place (moving a node out of its Arc copies it), then
+            // dropped with no edges left to follow.
+            if let Some(node) = Arc::get_mut(&mut node) {
                 take_node_edges(&mut node.edges, &mut stack);
             }
         }
