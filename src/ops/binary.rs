@@ -5,12 +5,10 @@
 
 use crate::autograd::node::{record, Save};
 use crate::ops::kernels::{map, zip_map};
-use crate::ops::unary::Step;
 use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::{smallvec, SmallVec};
 use std::ops::{Add, Div, Mul, Neg, Sub};
-use std::sync::Arc;
 
 // d(a + b) = da + db
 fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
@@ -218,8 +216,8 @@ impl<T: Float> Tensor<T> {
         // Each input's share of the gradient is a step function of
         // d = self - other: 1 where it wins, 0 where it loses, ½ at ties,
         // and 1 for both where d is NaN (as PyTorch).
-        let share = move |mine: bool| -> Step<T> {
-            Arc::new(move |d: T| {
+        let share = move |mine: bool| {
+            move |d: T| {
                 let d = if mine { d } else { -d };
                 if d.is_nan() || wins(d, T::zero()) {
                     T::one()
@@ -228,7 +226,7 @@ impl<T: Float> Tensor<T> {
                 } else {
                     T::zero()
                 }
-            })
+            }
         };
         let (share_a, share_b) = (share(true), share(false));
         let saves = [Save::Input(0), Save::Input(1)];

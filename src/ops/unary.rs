@@ -9,10 +9,13 @@ use crate::ops::kernels::{map, zip_map};
 use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::smallvec;
-use std::sync::Arc;
 
-/// A piecewise-constant function: the derivative of a piecewise-linear op.
-pub(crate) type Step<T> = Arc<dyn Fn(T) -> T + Send + Sync>;
+/// A piecewise-constant function (the derivative of a piecewise-linear
+/// op), as a type parameter rather than a `dyn Fn` so that `mul_step`'s loop
+/// inlines it and vectorises (a call per element made relu's backward 5% of
+/// W2).
+pub(crate) trait Step<T>: Fn(T) -> T + Clone + Send + Sync + 'static {}
+impl<T, S: Fn(T) -> T + Clone + Send + Sync + 'static> Step<T> for S {}
 
 /// `1 / sqrt(2)`, `2 / sqrt(pi)` as `T`.
 fn frac_1_sqrt_2<T: Float>() -> T {
@@ -45,7 +48,7 @@ impl<T: Float> Tensor<T> {
     /// Recorded, so that under `create_graph` the gradient is itself
     /// differentiable: by `step(x)` in `self`, and 0 in `x` (as PyTorch's
     /// `threshold_backward`).
-    pub(crate) fn mul_step(&self, x: &Tensor<T>, step: Step<T>) -> Tensor<T> {
+    pub(crate) fn mul_step(&self, x: &Tensor<T>, step: impl Step<T>) -> Tensor<T> {
         let out = zip_map("mul_step", &self.value(), &x.value(), |g, v| g * step(v));
         let x_shape = dims(x.shape());
         record(
@@ -117,7 +120,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn abs(&self) -> Tensor<T> {
         // d |x| = sign(x) dx, with sign(0) = 0 (as PyTorch)
-        let sign: Step<T> = Arc::new(|v| if v == T::zero() { T::zero() } else { v.signum() });
+        let sign = |v: T| if v == T::zero() { T::zero() } else { v.signum() };
         self.unary("AbsBackward", T::abs, Save::Input(0), move |g, x| {
             g.mul_step(x, sign.clone())
         })
@@ -177,7 +180,7 @@ impl<T: Float> Tensor<T> {
         // d relu(x) = [x > 0] dx (0 at x = 0, as PyTorch); y > 0 iff x > 0
         // (NaN stays NaN, as PyTorch.)
         let f = |x: T| if x <= T::zero() { T::zero() } else { x };
-        let positive: Step<T> = Arc::new(|v| if v > T::zero() { T::one() } else { T::zero() });
+        let positive = |v: T| if v > T::zero() { T::one() } else { T::zero() };
         self.unary("ReluBackward", f, Save::Output, move |g, y| {
             g.mul_step(y, positive.clone())
         })
@@ -193,7 +196,7 @@ impl<T: Float> Tensor<T> {
     pub fn leaky_relu(&self, slope: T) -> Tensor<T> {
         // d leaky_relu(x) = (x > 0 ? 1 : slope) dx
         let f = move |x: T| if x > T::zero() { x } else { x * slope };
-        let slopes: Step<T> = Arc::new(move |v| if v > T::zero() { T::one() } else { slope });
+        let slopes = move |v: T| if v > T::zero() { T::one() } else { slope };
         self.unary("LeakyReluBackward", f, Save::Input(0), move |g, x| {
             g.mul_step(x, slopes.clone())
         })
@@ -220,7 +223,7 @@ impl<T: Float> Tensor<T> {
                 x
             }
         };
-        let inside: Step<T> = Arc::new(move |v| if v >= min && v <= max { T::one() } else { T::zero() });
+        let inside = move |v: T| if v >= min && v <= max { T::one() } else { T::zero() };
         self.unary("ClampBackward", f, Save::Input(0), move |g, x| {
             g.mul_step(x, inside.clone())
         })
