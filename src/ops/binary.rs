@@ -233,10 +233,8 @@ impl<T: Float> Tensor<T> {
         record(name, &[self, other], out, &saves, move |ctx, g| {
             let d = ctx.input(0) - ctx.input(1);
             smallvec![
-                ctx.needs_grad(0)
-                    .then(|| g.mul_step(&d, share_a.clone()).sum_to(&sa)),
-                ctx.needs_grad(1)
-                    .then(|| g.mul_step(&d, share_b.clone()).sum_to(&sb)),
+                ctx.needs_grad(0).then(|| g.mul_step(&d, share_a).sum_to(&sa)),
+                ctx.needs_grad(1).then(|| g.mul_step(&d, share_b).sum_to(&sb)),
             ]
         })
     }

@@ -122,7 +122,7 @@ impl<T: Float> Tensor<T> {
         // d |x| = sign(x) dx, with sign(0) = 0 (as PyTorch)
         let sign = |v: T| if v == T::zero() { T::zero() } else { v.signum() };
         self.unary("AbsBackward", T::abs, Save::Input(0), move |g, x| {
-            g.mul_step(x, sign.clone())
+            g.mul_step(x, sign)
         })
     }
 
@@ -182,7 +182,7 @@ impl<T: Float> Tensor<T> {
         let f = |x: T| if x <= T::zero() { T::zero() } else { x };
         let positive = |v: T| if v > T::zero() { T::one() } else { T::zero() };
         self.unary("ReluBackward", f, Save::Output, move |g, y| {
-            g.mul_step(y, positive.clone())
+            g.mul_step(y, positive)
         })
     }
 
@@ -198,7 +198,7 @@ impl<T: Float> Tensor<T> {
         let f = move |x: T| if x > T::zero() { x } else { x * slope };
         let slopes = move |v: T| if v > T::zero() { T::one() } else { slope };
         self.unary("LeakyReluBackward", f, Save::Input(0), move |g, x| {
-            g.mul_step(x, slopes.clone())
+            g.mul_step(x, slopes)
         })
     }
 
@@ -225,7 +225,7 @@ impl<T: Float> Tensor<T> {
         };
         let inside = move |v: T| if v >= min && v <= max { T::one() } else { T::zero() };
         self.unary("ClampBackward", f, Save::Input(0), move |g, x| {
-            g.mul_step(x, inside.clone())
+            g.mul_step(x, inside)
         })
     }
 
