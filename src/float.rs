@@ -74,71 +74,47 @@ pub trait Float:
     );
 }
 
-impl Float for f32 {
-    const DTYPE: &'static str = "f32";
-    #[inline]
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-    #[inline]
-    fn as_f64(self) -> f64 {
-        self as f64
-    }
-    #[inline]
-    fn erf(self) -> Self {
-        libm::erff(self)
-    }
-    #[inline]
-    fn tanh_op(self) -> Self {
-        tanh_f32(self)
-    }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const Self,
-        [rsa, csa]: [isize; 2],
-        b: *const Self,
-        [rsb, csb]: [isize; 2],
-        c: *mut Self,
-        [rsc, csc]: [isize; 2],
-    ) {
-        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc);
-    }
+/// The two implementations differ only in the functions they call.
+macro_rules! impl_float {
+    ($t:ty, $erf:path, $tanh:path, $gemm:path) => {
+        impl Float for $t {
+            const DTYPE: &'static str = stringify!($t);
+            #[inline]
+            fn of(v: f64) -> Self {
+                v as $t
+            }
+            #[inline]
+            fn as_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            #[inline]
+            fn tanh_op(self) -> Self {
+                $tanh(self)
+            }
+            unsafe fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: *const Self,
+                [rsa, csa]: [isize; 2],
+                b: *const Self,
+                [rsb, csb]: [isize; 2],
+                c: *mut Self,
+                [rsc, csc]: [isize; 2],
+            ) {
+                // SAFETY: the caller's promise (see the trait).
+                unsafe { $gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc) }
+            }
+        }
+    };
 }
 
-impl Float for f64 {
-    const DTYPE: &'static str = "f64";
-    #[inline]
-    fn of(v: f64) -> Self {
-        v
-    }
-    #[inline]
-    fn as_f64(self) -> f64 {
-        self
-    }
-    #[inline]
-    fn erf(self) -> Self {
-        libm::erf(self)
-    }
-    #[inline]
-    fn tanh_op(self) -> Self {
-        self.tanh()
-    }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const Self,
-        [rsa, csa]: [isize; 2],
-        b: *const Self,
-        [rsb, csb]: [isize; 2],
-        c: *mut Self,
-        [rsc, csc]: [isize; 2],
-    ) {
-        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc);
-    }
-}
+impl_float!(f32, libm::erff, tanh_f32, matrixmultiply::sgemm);
+impl_float!(f64, libm::erf, f64::tanh, matrixmultiply::dgemm);
 
 /// tanh for `f32` as a 13/6 rational function of x on [-7.9, 7.9] (beyond,
 /// tanh is 1 to within f32's precision), the approximation Eigen uses; x
