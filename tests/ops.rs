@@ -508,3 +508,17 @@ fn item_on_one_element_tensors_of_any_rank() {
     // of a one-element broadcast view
     assert_eq!(Tensor::scalar(7.0f64).broadcast_to(&[1, 1]).item(), 7.0);
 }
+
+// [2, 0] @ [0, 3] = zeros [2, 3]: the product writes into an unfilled
+// buffer, so an empty inner dimension must still write every element.
+#[test]
+fn matmul_with_an_empty_inner_dimension_is_zeros() {
+    let a = Tensor::<f32>::zeros(&[2, 0]).set_requires_grad(true);
+    let b = Tensor::<f32>::zeros(&[0, 3]).set_requires_grad(true);
+    let c = a.matmul(&b);
+    assert_eq!(c.shape(), &[2, 3]);
+    assert_eq!(c.to_vec(), vec![0.0; 6]);
+    c.sum().backward();
+    assert_eq!(a.grad().unwrap().shape(), &[2, 0]);
+    assert_eq!(b.grad().unwrap().shape(), &[0, 3]);
+}
