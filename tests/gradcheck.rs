@@ -217,21 +217,21 @@ fn correct_custom_op_passes_gradcheck_inside_a_larger_graph() {
     assert!(r.is_ok(), "{}", r.unwrap_err());
 }
 
+/// d/dx Σ Cube(x), computed with create_graph.
+fn cube_gradient_with_graph(x: &Tensor<f64>) -> Tensor<f64> {
+    let y = Tensor::apply_op(Arc::new(Cube), &[x.clone()]).sum();
+    let opts = GradOptions {
+        create_graph: true,
+        ..Default::default()
+    };
+    tapegrad::grad(&[y], &[x.clone()], opts)[0].clone().unwrap()
+}
+
 #[test]
 fn custom_op_first_derivative_under_create_graph_is_right() {
     // y = Σ x³: dy/dx = 3x², also when computed with create_graph
     let x = leaf(&[2.0, -1.0], &[2]);
-    let y = Tensor::apply_op(Arc::new(Cube), &[x.clone()]).sum();
-    let g = tapegrad::grad(
-        &[y],
-        &[x.clone()],
-        GradOptions {
-            create_graph: true,
-            ..Default::default()
-        },
-    )[0]
-    .clone()
-    .unwrap();
+    let g = cube_gradient_with_graph(&x);
     assert_eq!(g.to_vec(), vec![12.0, 3.0]);
 }
 
@@ -239,17 +239,7 @@ fn custom_op_first_derivative_under_create_graph_is_right() {
 #[should_panic(expected = "CustomOp Cube is once-differentiable")]
 fn custom_op_gradient_differentiated_again_panics_naming_the_op() {
     let x = leaf(&[2.0, -1.0], &[2]);
-    let y = Tensor::apply_op(Arc::new(Cube), &[x.clone()]).sum();
-    let g = tapegrad::grad(
-        &[y],
-        &[x.clone()],
-        GradOptions {
-            create_graph: true,
-            ..Default::default()
-        },
-    )[0]
-    .clone()
-    .unwrap();
+    let g = cube_gradient_with_graph(&x);
     // d²y/dx² would be 6x; a CustomOp cannot give it, and must not give 0
     let _ = tapegrad::grad(&[g.sum()], &[x], GradOptions::default());
 }
