@@ -16,9 +16,49 @@ use std::sync::Arc;
 /// Shapes and strides: inline up to 4 dimensions.
 pub(crate) type Dims = SmallVec<[usize; 4]>;
 
+/// `s` as `Dims`. Up to 4 dimensions without a call to `memcpy`
+/// (`SmallVec::from_slice` makes one, which was 5% of W1 for 8-byte copies).
+pub(crate) fn dims(s: &[usize]) -> Dims {
+    let buf = match *s {
+        [] => [0; 4],
+        [a] => [a, 0, 0, 0],
+        [a, b] => [a, b, 0, 0],
+        [a, b, c] => [a, b, c, 0],
+        [a, b, c, d] => [a, b, c, d],
+        _ => return SmallVec::from_slice(s),
+    };
+    Dims::from_buf_and_len(buf, s.len())
+}
+
+/// How many elements a buffer holds inline, in its own allocation: scalars
+/// and small vectors (per-op overhead dominates there) then cost one
+/// allocation instead of two.
+pub(crate) const INLINE: usize = 16;
+
+/// The elements of a buffer.
+pub(crate) type Data<T> = SmallVec<[T; INLINE]>;
+
+/// The elements `it` yields (exactly `n` of them) as buffer data: large ones
+/// through `Vec`'s collect, whose loop vectorises, taken over without a copy.
+pub(crate) fn collect_data<T: Copy + Default>(n: usize, it: impl Iterator<Item = T>) -> Data<T> {
+    if n <= INLINE {
+        // Through a plain array: SmallVec's own collect checks its length
+        // at every element, which cost more than the op on W1's tensors.
+        let mut buf = [T::default(); INLINE];
+        let mut len = 0;
+        for (slot, v) in buf.iter_mut().zip(it) {
+            *slot = v;
+            len += 1;
+        }
+        Data::from_buf_and_len(buf, len)
+    } else {
+        Data::from_vec(it.collect())
+    }
+}
+
 /// One allocation of elements.
 pub(crate) struct Buffer<T> {
-    pub(crate) data: Vec<T>,
+    pub(crate) data: Data<T>,
     /// Set when a recorded op made this buffer (a non-leaf's data): only such
     /// buffers count in `memory::saved_bytes` (leaves are the user's memory).
     pub(crate) countable: AtomicBool,
@@ -27,17 +67,23 @@ pub(crate) struct Buffer<T> {
 }
 
 impl<T> Buffer<T> {
-    pub(crate) fn new(data: Vec<T>) -> Arc<Self> {
+    pub(crate) fn new(data: impl Into<Data<T>>) -> Arc<Self> {
         Arc::new(Buffer {
-            data,
+            data: data.into(),
             countable: AtomicBool::new(false),
             saved_refs: AtomicUsize::new(0),
         })
     }
 
-    /// The whole allocation, in bytes.
+    /// The whole allocation of the elements, in bytes (for inline ones, the
+    /// elements held).
     pub(crate) fn bytes(&self) -> usize {
-        self.data.capacity() * std::mem::size_of::<T>()
+        let elems = if self.data.spilled() {
+            self.data.capacity()
+        } else {
+            self.data.len()
+        };
+        elems * std::mem::size_of::<T>()
     }
 }
 
@@ -51,12 +97,12 @@ pub(crate) struct Value<T> {
 
 impl<T> Clone for Value<T> {
     fn clone(&self) -> Self {
-        // `from_slice` copies the dims with one memcpy; SmallVec's `clone`
-        // pushes them one at a time, which showed in W1's profile.
+        // SmallVec's `clone` pushes the dims one at a time, which showed in
+        // W1's profile.
         Value {
             buf: self.buf.clone(),
-            shape: SmallVec::from_slice(&self.shape),
-            strides: SmallVec::from_slice(&self.strides),
+            shape: dims(&self.shape),
+            strides: dims(&self.strides),
             offset: self.offset,
         }
     }
@@ -64,7 +110,7 @@ impl<T> Clone for Value<T> {
 
 /// Row-major strides of `shape`.
 pub(crate) fn contiguous_strides(shape: &[usize]) -> Dims {
-    let mut strides: Dims = SmallVec::from_slice(shape);
+    let mut strides = dims(shape);
     let mut acc = 1;
     for (s, &d) in strides.iter_mut().zip(shape).rev() {
         *s = acc;
@@ -77,7 +123,8 @@ impl<T: Float> Value<T> {
     /// A fresh buffer holding `data` in row-major order.
     ///
     /// **Panics** if `data.len()` is not the product of `shape`.
-    pub(crate) fn from_vec(data: Vec<T>, shape: &[usize]) -> Self {
+    pub(crate) fn from_vec(data: impl Into<Data<T>>, shape: &[usize]) -> Self {
+        let data = data.into();
         let n: usize = shape.iter().product();
         assert_eq!(
             data.len(),
@@ -89,7 +136,7 @@ impl<T: Float> Value<T> {
         );
         Value {
             buf: Buffer::new(data),
-            shape: SmallVec::from_slice(shape),
+            shape: dims(shape),
             strides: contiguous_strides(shape),
             offset: 0,
         }
@@ -98,9 +145,9 @@ impl<T: Float> Value<T> {
     /// Takes over an ndarray's allocation without copying, whatever its
     /// (non-negative) strides.
     pub(crate) fn from_array(a: ArrayD<T>) -> Self {
-        let shape: Dims = SmallVec::from_slice(a.shape());
+        let shape = dims(a.shape());
         if a.strides().iter().any(|&s| s < 0) {
-            return Self::from_vec(a.iter().copied().collect(), &shape);
+            return Self::from_vec(collect_data(a.len(), a.iter().copied()), &shape);
         }
         let strides: Dims = a.strides().iter().map(|&s| s as usize).collect();
         let (data, offset) = a.into_raw_vec_and_offset();
@@ -160,8 +207,12 @@ impl<T: Float> Value<T> {
         }
     }
 
-    /// A row-major copy of the elements (no copy of the buffer itself when it
-    /// already is row-major and whole).
+    /// A one-element, 0-dimensional value.
+    pub(crate) fn scalar(v: T) -> Self {
+        Self::from_vec(Data::from_elem(v, 1), &[])
+    }
+
+    /// A row-major copy of the elements.
     pub(crate) fn to_vec(&self) -> Vec<T> {
         match self.as_slice() {
             Some(s) => s.to_vec(),
@@ -174,7 +225,8 @@ impl<T: Float> Value<T> {
         if self.is_contiguous() {
             self.clone()
         } else {
-            Value::from_vec(self.to_vec(), &self.shape)
+            let data = collect_data(self.numel(), self.view().iter().copied());
+            Value::from_vec(data, &self.shape)
         }
     }
 

@@ -2,10 +2,10 @@
 //! that made it.
 
 use crate::autograd::node::{Edge, Node};
-use crate::storage::{Buffer, Dims, Value};
+pub(crate) use crate::storage::dims;
+use crate::storage::{Buffer, Data, Dims, Value};
 use crate::{rng, Float};
 use ndarray::{ArrayD, ArrayViewD};
-use smallvec::SmallVec;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -28,7 +28,7 @@ pub(crate) struct TensorImpl<T: Float> {
 impl<T: Float> TensorImpl<T> {
     pub(crate) fn new(value: Value<T>, node: Option<Arc<Node<T>>>, requires_grad: bool) -> Self {
         TensorImpl {
-            shape: SmallVec::from_slice(&value.shape),
+            shape: dims(&value.shape),
             data: RwLock::new(value),
             version: AtomicU64::new(0),
             requires_grad: AtomicBool::new(requires_grad),
@@ -121,7 +121,7 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!((s.shape(), s.item()), (&[][..], 2.5));
     /// ```
     pub fn scalar(v: T) -> Self {
-        Self::from_vec(vec![v], &[])
+        Self::from_value(Value::scalar(v))
     }
 
     /// A tensor of `shape` filled with `v`.
@@ -131,7 +131,7 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(t.to_vec(), vec![7.0, 7.0]);
     /// ```
     pub fn full(shape: &[usize], v: T) -> Self {
-        Self::from_vec(vec![v; shape.iter().product()], shape)
+        Self::from_value(Value::from_vec(Data::from_elem(v, shape.iter().product()), shape))
     }
 
     /// A tensor of zeros.
@@ -186,6 +186,12 @@ impl<T: Float> Tensor<T> {
     /// The data and layout (a cheap clone of the handle's current value).
     pub(crate) fn value(&self) -> Value<T> {
         read(&self.inner.data).clone()
+    }
+
+    /// The data and layout, borrowed (no clone; the lock is held while the
+    /// guard lives: take it for one expression).
+    pub(crate) fn data(&self) -> std::sync::RwLockReadGuard<'_, Value<T>> {
+        read(&self.inner.data)
     }
 
     /// Whether this tensor's data lives in `buf`.
@@ -367,7 +373,7 @@ impl<T: Float> Tensor<T> {
         if in_place {
             let buf = Arc::get_mut(&mut data.buf).expect("checked unique");
             let mut dst =
-                ndarray::ArrayViewMutD::from_shape(ndarray::IxDyn(&self.inner.shape), &mut buf.data)
+                ndarray::ArrayViewMutD::from_shape(ndarray::IxDyn(&self.inner.shape), &mut buf.data[..])
                     .expect("contiguous buffer");
             match &other {
                 Some(o) => {
@@ -488,9 +494,4 @@ impl<T: Float> fmt::Debug for Tensor<T> {
             None => write!(f, ", requires_grad={})", self.requires_grad()),
         }
     }
-}
-
-/// Shorthand used by ops: a `Dims` from a slice.
-pub(crate) fn dims(s: &[usize]) -> Dims {
-    SmallVec::from_slice(s)
 }

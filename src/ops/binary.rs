@@ -12,7 +12,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 
 // d(a + b) = da + db
 fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("add", &a.value(), &b.value(), |x, y| x + y);
+    let out = zip_map("add", &a.data(), &b.data(), |x, y| x + y);
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record("AddBackward", &[a, b], out, &[], move |ctx, g| {
         smallvec![
@@ -24,7 +24,7 @@ fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
 
 // d(a - b) = da - db
 fn sub<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("sub", &a.value(), &b.value(), |x, y| x - y);
+    let out = zip_map("sub", &a.data(), &b.data(), |x, y| x - y);
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record("SubBackward", &[a, b], out, &[], move |ctx, g| {
         smallvec![
@@ -49,7 +49,7 @@ fn save_for_other<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> SmallVec<[Save; 2]>
 
 // d(a * b) = b da + a db
 fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("mul", &a.value(), &b.value(), |x, y| x * y);
+    let out = zip_map("mul", &a.data(), &b.data(), |x, y| x * y);
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record(
         "MulBackward",
@@ -67,7 +67,7 @@ fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
 
 // d(a / b) = da / b - a db / b²
 fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("div", &a.value(), &b.value(), |x, y| x / y);
+    let out = zip_map("div", &a.data(), &b.data(), |x, y| x / y);
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     let saves: &[Save] = if b.requires_grad() {
         &[Save::Input(0), Save::Input(1)]
@@ -86,43 +86,43 @@ fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
 
 // d(-a) = -da
 fn neg<T: Float>(a: &Tensor<T>) -> Tensor<T> {
-    let out = map(&a.value(), |x| -x);
+    let out = map(&a.data(), |x| -x);
     record("NegBackward", &[a], out, &[], |_, g| smallvec![Some(-g)])
 }
 
 // d(a + s) = da
 fn add_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.value(), |x| x + s);
+    let out = map(&a.data(), |x| x + s);
     record("AddBackward", &[a], out, &[], |_, g| smallvec![Some(g.clone())])
 }
 
 // d(a - s) = da
 fn sub_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.value(), |x| x - s);
+    let out = map(&a.data(), |x| x - s);
     record("SubBackward", &[a], out, &[], |_, g| smallvec![Some(g.clone())])
 }
 
 // d(s - a) = -da
 fn rsub_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.value(), |x| s - x);
+    let out = map(&a.data(), |x| s - x);
     record("RsubBackward", &[a], out, &[], |_, g| smallvec![Some(-g)])
 }
 
 // d(a s) = s da
 fn mul_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.value(), |x| x * s);
+    let out = map(&a.data(), |x| x * s);
     record("MulBackward", &[a], out, &[], move |_, g| smallvec![Some(g * s)])
 }
 
 // d(a / s) = da / s
 fn div_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.value(), |x| x / s);
+    let out = map(&a.data(), |x| x / s);
     record("DivBackward", &[a], out, &[], move |_, g| smallvec![Some(g / s)])
 }
 
 // d(s / a) = -s da / a²
 fn rdiv_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.value(), |x| s / x);
+    let out = map(&a.data(), |x| s / x);
     record("DivBackward", &[a], out, &[Save::Input(0)], move |ctx, g| {
         let a = ctx.input(0);
         smallvec![Some(g * (-s) / (&a * &a))]
@@ -145,7 +145,7 @@ impl<T: Float> Tensor<T> {
         // formulas meet 0 * inf: the da part is 0 where b = 0 (computed as
         // b a^(b - 1 + [b = 0])), the db part where a = 0 and b >= 0
         // (computed as ln(a + m) (1 - m) with m the mask of those places).
-        let out = zip_map("pow", &self.value(), &exponent.value(), T::powf);
+        let out = zip_map("pow", &self.data(), &exponent.data(), T::powf);
         let (sa, sb) = (dims(self.shape()), dims(exponent.shape()));
         let saves = [Save::Input(0), Save::Input(1), Save::Output];
         record("PowBackward", &[self, exponent], out, &saves, move |ctx, g| {
@@ -155,7 +155,7 @@ impl<T: Float> Tensor<T> {
                 (g * &b * a.pow(&(&b - T::one() + zero_exponent))).sum_to(&sa)
             });
             let gb = ctx.needs_grad(1).then(|| {
-                let zero_base = Tensor::from_value(zip_map("pow", &a.value(), &b.value(), |x, e| {
+                let zero_base = Tensor::from_value(zip_map("pow", &a.data(), &b.data(), |x, e| {
                     if x == T::zero() && e >= T::zero() {
                         T::one()
                     } else {
@@ -211,7 +211,7 @@ impl<T: Float> Tensor<T> {
                 x
             }
         };
-        let out = zip_map(op, &self.value(), &other.value(), pick);
+        let out = zip_map(op, &self.data(), &other.data(), pick);
         let (sa, sb) = (dims(self.shape()), dims(other.shape()));
         // Each input's share of the gradient is a step function of
         // d = self - other: 1 where it wins, 0 where it loses, ½ at ties,

@@ -3,14 +3,14 @@
 //! on small tensors); everything else goes through ndarray's `Zip`.
 
 use crate::ops::broadcast::broadcast_shape;
-use crate::storage::Value;
+use crate::storage::{collect_data, Value};
 use crate::Float;
 use ndarray::{ArrayView2, IxDyn, Zip};
 
 /// `f` of every element, into a fresh row-major buffer.
 pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
     match x.as_slice() {
-        Some(s) => Value::from_vec(s.iter().map(|&v| f(v)).collect(), &x.shape),
+        Some(s) => Value::from_vec(collect_data(s.len(), s.iter().map(|&v| f(v))), &x.shape),
         None => Value::from_array(x.view().map(|&v| f(v))),
     }
 }
@@ -21,7 +21,8 @@ pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
 pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn(T, T) -> T) -> Value<T> {
     if a.shape == b.shape {
         if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
-            return Value::from_vec(x.iter().zip(y).map(|(&x, &y)| f(x, y)).collect(), &a.shape);
+            let data = collect_data(x.len(), x.iter().zip(y).map(|(&x, &y)| f(x, y)));
+            return Value::from_vec(data, &a.shape);
         }
     }
     let shape = broadcast_shape(op, &a.shape, &b.shape);

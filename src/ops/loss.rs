@@ -85,8 +85,8 @@ impl<T: Float> Tensor<T> {
         let zero = T::zero();
         let out = zip_map(
             "binary_cross_entropy_with_logits",
-            &self.value(),
-            &target.value(),
+            &self.data(),
+            &target.data(),
             |x, t| x.max(zero) - x * t + (-x.abs()).exp().ln_1p(),
         );
         // d/dx = σ(x) - t, d/dt = -x

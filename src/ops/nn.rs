@@ -66,7 +66,7 @@ impl<T: Float> Tensor<T> {
         };
         let u = Tensor::from_vec(rng::uniform::<T>(self.numel()), self.shape());
         let mask = u.constant_map(|u| if u < p { T::zero() } else { scale });
-        let out = zip_map("dropout", &self.value(), &mask.value(), |x, m| x * m);
+        let out = zip_map("dropout", &self.data(), &mask.data(), |x, m| x * m);
         // d (x m) = m dx. The mask is an input that needs no gradient, made
         // for this op's backward: graph memory.
         if should_record(&[self]) {

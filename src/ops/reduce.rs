@@ -24,13 +24,9 @@ impl<T: Float> Tensor<T> {
             None => v.view().sum(),
         };
         let shape = dims(self.shape());
-        record(
-            "SumBackward",
-            &[self],
-            Value::from_vec(vec![total], &[]),
-            &[],
-            move |_, g| smallvec![Some(g.broadcast_to(&shape))],
-        )
+        record("SumBackward", &[self], Value::scalar(total), &[], move |_, g| {
+            smallvec![Some(g.broadcast_to(&shape))]
+        })
     }
 
     /// The mean of all elements, as a tensor of shape `[]` (NaN when empty,

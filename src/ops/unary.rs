@@ -26,7 +26,7 @@ impl<T: Float> Tensor<T> {
     /// `f` of every element, as a constant (never recorded): masks and
     /// other piecewise-constant factors of derivatives.
     pub(crate) fn constant_map(&self, f: impl Fn(T) -> T) -> Tensor<T> {
-        Tensor::from_value(map(&self.value(), f))
+        Tensor::from_value(map(&self.data(), f))
     }
 
     /// A recorded elementwise op: `f` forward, `rule` backward.
@@ -37,7 +37,7 @@ impl<T: Float> Tensor<T> {
         save: Save,
         rule: impl Fn(&Tensor<T>, &Tensor<T>) -> Tensor<T> + Send + Sync + 'static,
     ) -> Tensor<T> {
-        let out = map(&self.value(), f);
+        let out = map(&self.data(), f);
         record(name, &[self], out, &[save], move |ctx, g| {
             smallvec![Some(rule(g, &ctx.only_saved()))]
         })
@@ -49,7 +49,7 @@ impl<T: Float> Tensor<T> {
     /// differentiable: by `step(x)` in `self`, and 0 in `x` (as PyTorch's
     /// `threshold_backward`).
     pub(crate) fn mul_step(&self, x: &Tensor<T>, step: impl Step<T>) -> Tensor<T> {
-        let out = zip_map("mul_step", &self.value(), &x.value(), |g, v| g * step(v));
+        let out = zip_map("mul_step", &self.data(), &x.data(), |g, v| g * step(v));
         let x_shape = dims(x.shape());
         record(
             "StepBackward",
@@ -302,7 +302,7 @@ impl<T: Float> Tensor<T> {
 /// instead of four: W1's backward is mostly this). Differentiable, for
 /// `create_graph`: by `1 - y²` in `g` and `-2 g y` in `y`.
 fn tanh_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("tanh_backward", &g.value(), &y.value(), |g, y| {
+    let out = zip_map("tanh_backward", &g.data(), &y.data(), |g, y| {
         g * (T::one() - y * y)
     });
     let saves = [Save::Input(0), Save::Input(1)];
@@ -318,7 +318,7 @@ fn tanh_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
 /// `g y (1 - y)`, the gradient of `y = σ(x)`, in one pass. Differentiable:
 /// by `y (1 - y)` in `g` and `g (1 - 2y)` in `y`.
 fn sigmoid_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("sigmoid_backward", &g.value(), &y.value(), |g, y| {
+    let out = zip_map("sigmoid_backward", &g.data(), &y.data(), |g, y| {
         g * y * (T::one() - y)
     });
     let saves = [Save::Input(0), Save::Input(1)];
