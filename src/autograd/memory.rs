@@ -10,7 +10,6 @@
 use crate::storage::Buffer;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 static SAVED: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
@@ -43,25 +42,18 @@ pub fn reset_peak() {
     PEAK.store(SAVED.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
-/// A reference from a saved value to a buffer, counted while it lives.
-pub(crate) struct SavedBuf<T>(pub(crate) Arc<Buffer<T>>);
-
-impl<T> SavedBuf<T> {
-    pub(crate) fn new(buf: Arc<Buffer<T>>) -> Self {
-        if buf.countable.load(Ordering::Relaxed) && buf.saved_refs.fetch_add(1, Ordering::AcqRel) == 0 {
-            let now = SAVED.fetch_add(buf.bytes(), Ordering::Relaxed) + buf.bytes();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        SavedBuf(buf)
+/// Counts `buf` as saved by one more value (the first counts its bytes).
+pub(crate) fn count_saved<T>(buf: &Buffer<T>) {
+    if buf.countable.load(Ordering::Relaxed) && buf.saved_refs.fetch_add(1, Ordering::AcqRel) == 0 {
+        let now = SAVED.fetch_add(buf.bytes(), Ordering::Relaxed) + buf.bytes();
+        PEAK.fetch_max(now, Ordering::Relaxed);
     }
 }
 
-impl<T> Drop for SavedBuf<T> {
-    fn drop(&mut self) {
-        let buf = &self.0;
-        if buf.countable.load(Ordering::Relaxed) && buf.saved_refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            SAVED.fetch_sub(buf.bytes(), Ordering::Relaxed);
-        }
+/// Undoes one [`count_saved`] (the last takes its bytes off).
+pub(crate) fn uncount_saved<T>(buf: &Buffer<T>) {
+    if buf.countable.load(Ordering::Relaxed) && buf.saved_refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+        SAVED.fetch_sub(buf.bytes(), Ordering::Relaxed);
     }
 }
 

@@ -9,9 +9,9 @@
 //! placeholders are filled.
 
 use crate::autograd::checkpoint::{self, Frame};
-use crate::autograd::memory::SavedBuf;
+use crate::autograd::memory;
 use crate::autograd::mode::is_grad_enabled;
-use crate::storage::{Dims, Value};
+use crate::storage::{dims, Dims, Value};
 use crate::tensor::{Tensor, TensorImpl};
 use crate::Float;
 use smallvec::SmallVec;
@@ -25,7 +25,7 @@ pub(crate) type Grads<T> = SmallVec<[Option<Tensor<T>>; 2]>;
 /// A backward rule: from the saved values and the gradient of the output, the
 /// gradients of the inputs. Written with Tensor ops, so that under
 /// `create_graph` it records a graph of its own (higher-order gradients).
-pub(crate) type Rule<T> = Box<dyn Fn(&Ctx<'_, T>, &Tensor<T>) -> Grads<T> + Send + Sync>;
+pub(crate) type Rule<T> = dyn Fn(&Ctx<'_, T>, &Tensor<T>) -> Grads<T> + Send + Sync;
 
 /// Where the gradient of one input goes.
 pub(crate) enum Edge<T: Float> {
@@ -68,21 +68,24 @@ pub(crate) enum SavedData<T: Float> {
 /// lives.
 pub(crate) struct Held<T: Float> {
     pub(crate) value: Value<T>,
-    _counted: SavedBuf<T>,
 }
 
 impl<T: Float> Held<T> {
     pub(crate) fn new(value: Value<T>) -> Self {
-        Held {
-            _counted: SavedBuf::new(value.buf.clone()),
-            value,
-        }
+        memory::count_saved(&value.buf);
+        Held { value }
     }
 }
 
 impl<T: Float> Clone for Held<T> {
     fn clone(&self) -> Self {
         Held::new(self.value.clone())
+    }
+}
+
+impl<T: Float> Drop for Held<T> {
+    fn drop(&mut self) {
+        memory::uncount_saved(&self.value.buf);
     }
 }
 
@@ -130,6 +133,16 @@ impl<T: Float> Saved<T> {
     /// placeholder is filled by its checkpoint's re-run. `op` names the
     /// reader in messages.
     pub(crate) fn value(&self, op: &str) -> Value<T> {
+        self.check_version(op);
+        match &self.data {
+            SavedData::Held(h) => h.value.clone(),
+            SavedData::Placeholder { frame, index } => frame.unpack::<T>(*index),
+        }
+    }
+
+    /// Panics (naming the reader `op`) if someone wrote to the value in
+    /// place since it was saved.
+    fn check_version(&self, op: &str) {
         if let Some(owner) = self.owner.upgrade() {
             let now = owner.version.load(Ordering::Acquire);
             if now != self.version {
@@ -143,51 +156,48 @@ impl<T: Float> Saved<T> {
                 );
             }
         }
-        match &self.data {
-            SavedData::Held(h) => h.value.clone(),
-            SavedData::Placeholder { frame, index } => frame.unpack::<T>(*index),
-        }
     }
 }
 
-/// The saved values; `None` once a backward without `retain_graph` has run
-/// through the node.
-type SavedState<T> = Option<SmallVec<[Saved<T>; 2]>>;
+/// The saved values of a node.
+struct SavedState<T: Float> {
+    values: SmallVec<[Saved<T>; 2]>,
+    /// Set once a backward without `retain_graph` has run through the node
+    /// (and dropped `values`).
+    freed: bool,
+}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-/// A recorded op.
-pub(crate) struct Node<T: Float> {
+/// A recorded op. The rule lives in the node's own allocation (`R` is the
+/// closure's type until the node is made, `dyn` after).
+pub(crate) struct Node<T: Float, R: ?Sized = Rule<T>> {
     /// Process-wide creation order.
     pub(crate) id: u64,
     pub(crate) name: &'static str,
     pub(crate) edges: SmallVec<[Edge<T>; 2]>,
     pub(crate) out_shape: Dims,
     saved: Mutex<SavedState<T>>,
-    rule: Rule<T>,
+    rule: R,
 }
 
 impl<T: Float> Node<T> {
+    /// The saved values, locked only for a look or a swap (never while a
+    /// rule or a checkpoint's re-run runs).
     fn saved_lock(&self) -> MutexGuard<'_, SavedState<T>> {
         self.saved.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs the rule on `grad`. With `free`, the saved values are released
-    /// once the rule has them (a backward without `retain_graph`).
+    /// once the rule is done (a backward without `retain_graph`).
     pub(crate) fn apply(self: &Arc<Self>, grad: &Tensor<T>, free: bool) -> Grads<T> {
-        let saved = {
-            let mut state = self.saved_lock();
-            if free {
-                state.take()
-            } else {
-                state.clone()
-            }
-        };
-        let ctx = Ctx {
-            node: self,
-            saved: saved.map(RefCell::new),
-        };
-        let grads = (self.rule)(&ctx, grad);
+        let grads = (self.rule)(
+            &Ctx {
+                node: self,
+                filled: RefCell::default(),
+            },
+            grad,
+        );
         assert_eq!(
             grads.len(),
             self.edges.len(),
@@ -196,11 +206,19 @@ impl<T: Float> Node<T> {
             grads.len(),
             self.edges.len()
         );
+        if free {
+            let values = {
+                let mut state = self.saved_lock();
+                state.freed = true;
+                std::mem::take(&mut state.values)
+            };
+            drop(values);
+        }
         grads
     }
 }
 
-impl<T: Float> Drop for Node<T> {
+impl<T: Float, R: ?Sized> Drop for Node<T, R> {
     /// Unlinks a chain of nodes with a loop instead of recursion, so that
     /// dropping a graph of a million ops needs no deep stack.
     fn drop(&mut self) {
@@ -231,10 +249,15 @@ fn take_node_edges<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>, stack: &mut Vec
 /// What a backward rule reads its saved values through.
 pub(crate) struct Ctx<'a, T: Float> {
     node: &'a Arc<Node<T>>,
-    /// A placeholder, once filled, is replaced here by its value, so that a
-    /// rule reading it twice does not re-run its checkpoint twice.
-    saved: Option<RefCell<SmallVec<[Saved<T>; 2]>>>,
+    /// Placeholders this rule has had filled, so that a rule reading one
+    /// twice does not re-run its checkpoint twice. Kept here, not in the
+    /// node: the recomputed values go when the rule is done, even under
+    /// `retain_graph`.
+    filled: RefCell<Filled<T>>,
 }
+
+/// Values recomputed for placeholders during one rule, by role.
+type Filled<T> = SmallVec<[(Role, Value<T>); 1]>;
 
 impl<T: Float> Ctx<'_, T> {
     /// Whether input `i` gets a gradient (rules may skip work for the rest).
@@ -255,32 +278,46 @@ impl<T: Float> Ctx<'_, T> {
     /// The one value an op saved, whatever its role (for unary ops, so that
     /// their rule need not carry which one it was).
     pub(crate) fn only_saved(&self) -> Tensor<T> {
-        let role = self
-            .saved
-            .as_ref()
-            .and_then(|s| s.borrow().first().map(|s| s.role));
+        let role = self.node.saved_lock().values.first().map(|s| s.role);
         self.unpack(role.unwrap_or(Role::Output))
     }
 
     fn unpack(&self, role: Role) -> Tensor<T> {
         let name = self.node.name;
-        let saved = self.saved.as_ref().unwrap_or_else(|| {
-            panic!(
-                "{name}: trying to backward through the graph a second time, but its saved values \
-                 were already freed; pass retain_graph: true (BackwardOptions or GradOptions) to \
-                 the first backward if you need to backward through it again"
-            )
-        });
-        let mut saved = saved.borrow_mut();
-        let s = saved
-            .iter_mut()
-            .find(|s| s.role == role)
-            .unwrap_or_else(|| panic!("{name}: internal error: {role:?} was not saved"));
-        let value = s.value(name);
-        if let SavedData::Placeholder { .. } = s.data {
-            s.data = SavedData::Held(Held::new(value.clone()));
-        }
-        drop(saved);
+        let filled = self
+            .filled
+            .borrow()
+            .iter()
+            .find(|f| f.0 == role)
+            .map(|f| f.1.clone());
+        let placeholder = {
+            let state = self.node.saved_lock();
+            if state.freed {
+                panic!(
+                    "{name}: trying to backward through the graph a second time, but its saved \
+                     values were already freed; pass retain_graph: true (BackwardOptions or \
+                     GradOptions) to the first backward if you need to backward through it again"
+                )
+            }
+            let s = state.values.iter().find(|s| s.role == role);
+            let s = s.unwrap_or_else(|| panic!("{name}: internal error: {role:?} was not saved"));
+            s.check_version(name);
+            match (&s.data, filled) {
+                (_, Some(value)) => Err(value),
+                (SavedData::Held(h), None) => Err(h.value.clone()),
+                (SavedData::Placeholder { frame, index }, None) => Ok((frame.clone(), *index)),
+            }
+        };
+        // A placeholder is filled by its checkpoint's re-run, with no lock
+        // held.
+        let value = placeholder.map_or_else(
+            |value| value,
+            |(frame, index)| {
+                let value = frame.unpack::<T>(index);
+                self.filled.borrow_mut().push((role, value.clone()));
+                value
+            },
+        );
         if !is_grad_enabled() {
             return Tensor::from_value(value);
         }
@@ -341,25 +378,28 @@ pub(crate) fn record<T: Float>(
     if !inputs.iter().any(|t| t.uses_buffer(&out.buf)) {
         out.buf.countable.store(true, Ordering::Relaxed);
     }
-    let edges = inputs.iter().map(|t| t.edge()).collect();
-    let out_shape = SmallVec::from_slice(&out.shape);
+    let mut edges = SmallVec::new();
+    for t in inputs {
+        edges.push(t.edge());
+    }
+    let out_shape = dims(&out.shape);
     let inner = Arc::new_cyclic(|me: &Weak<TensorImpl<T>>| {
-        let saved = saves
-            .iter()
-            .map(|s| match s {
+        let mut values = SmallVec::new();
+        for s in saves {
+            values.push(match s {
                 Save::Input(i) => Saved::of(name, Role::Input(*i), inputs[*i]),
                 Save::Output => Saved::new(name, Role::Output, out.clone(), me.clone(), 0),
-            })
-            .collect();
-        let node = Node {
+            });
+        }
+        let node: Arc<Node<T>> = Arc::new(Node {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name,
             edges,
             out_shape,
-            saved: Mutex::new(Some(saved)),
-            rule: Box::new(rule),
-        };
-        TensorImpl::new(out, Some(Arc::new(node)), true)
+            saved: Mutex::new(SavedState { values, freed: false }),
+            rule,
+        });
+        TensorImpl::new(out, Some(node), true)
     });
     Tensor { inner }
 }
