@@ -218,8 +218,11 @@ type PendingNode<T> = (Arc<Node<T>>, Option<Tensor<T>>);
 
 /// The nodes that have received gradient and not run yet, newest first.
 /// A map and a heap rather than a `BTreeMap`: both keep their allocations
-/// when they empty, which a chain does at every node.
+/// when they empty, which a chain does at every node. While only one node
+/// is pending (a chain's whole walk), it waits in `solo` instead, with no
+/// hashing or heap.
 struct Frontier<T: Float> {
+    solo: Option<PendingNode<T>>,
     pending: KeyMap<u64, PendingNode<T>>,
     order: BinaryHeap<u64>,
 }
@@ -227,6 +230,7 @@ struct Frontier<T: Float> {
 impl<T: Float> Default for Frontier<T> {
     fn default() -> Self {
         Frontier {
+            solo: None,
             pending: KeyMap::default(),
             order: BinaryHeap::new(),
         }
@@ -236,6 +240,23 @@ impl<T: Float> Default for Frontier<T> {
 impl<T: Float> Frontier<T> {
     /// Adds `g` to the gradient pending for `node`.
     fn add(&mut self, node: &Arc<Node<T>>, g: Tensor<T>, create_graph: bool) {
+        if self.pending.is_empty() {
+            match &mut self.solo {
+                None => {
+                    self.solo = Some((node.clone(), Some(g)));
+                    return;
+                }
+                Some((n, acc)) if n.id == node.id => {
+                    accumulate(acc, g, create_graph);
+                    return;
+                }
+                Some(_) => {
+                    let (n, acc) = self.solo.take().expect("matched Some");
+                    self.order.push(n.id);
+                    self.pending.insert(n.id, (n, acc));
+                }
+            }
+        }
         match self.pending.entry(node.id) {
             Entry::Occupied(mut e) => accumulate(&mut e.get_mut().1, g, create_graph),
             Entry::Vacant(e) => {
@@ -247,8 +268,13 @@ impl<T: Float> Frontier<T> {
 
     /// The newest pending node and its gradient.
     fn pop_newest(&mut self) -> Option<(Arc<Node<T>>, Tensor<T>)> {
-        let id = self.order.pop()?;
-        let (node, grad) = self.pending.remove(&id)?;
+        let (node, grad) = match self.solo.take() {
+            Some(solo) => solo,
+            None => {
+                let id = self.order.pop()?;
+                self.pending.remove(&id)?
+            }
+        };
         Some((node, grad.expect("a pending node has a gradient")))
     }
 }
