@@ -33,6 +33,7 @@
 pub mod autograd;
 mod float;
 mod ops;
+mod pool;
 mod rng;
 mod storage;
 mod tensor;

@@ -7,7 +7,7 @@
 //! uniquely (`Arc::get_mut`); otherwise the writer makes a fresh copy
 //! (copy-on-write), which is why views and saved values are snapshots.
 
-use crate::Float;
+use crate::{pool, Float};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -39,8 +39,9 @@ pub(crate) const INLINE: usize = 16;
 pub(crate) type Data<T> = SmallVec<[T; INLINE]>;
 
 /// The elements `it` yields (exactly `n` of them) as buffer data: large ones
-/// through `Vec`'s collect, whose loop vectorises, taken over without a copy.
-pub(crate) fn collect_data<T: Copy + Default>(n: usize, it: impl Iterator<Item = T>) -> Data<T> {
+/// into a `Vec` (from the [`pool`]) whose `extend` loop vectorises, taken
+/// over without a copy.
+pub(crate) fn collect_data<T: Copy + Default + 'static>(n: usize, it: impl Iterator<Item = T>) -> Data<T> {
     if n <= INLINE {
         // Through a plain array: SmallVec's own collect checks its length
         // at every element, which cost more than the op on W1's tensors.
@@ -52,12 +53,14 @@ pub(crate) fn collect_data<T: Copy + Default>(n: usize, it: impl Iterator<Item =
         }
         Data::from_buf_and_len(buf, len)
     } else {
-        Data::from_vec(it.collect())
+        let mut v = pool::take(n);
+        v.extend(it);
+        Data::from_vec(v)
     }
 }
 
 /// One allocation of elements.
-pub(crate) struct Buffer<T> {
+pub(crate) struct Buffer<T: 'static> {
     pub(crate) data: Data<T>,
     /// Set when a recorded op made this buffer (a non-leaf's data): only such
     /// buffers count in `memory::saved_bytes` (leaves are the user's memory).
@@ -66,7 +69,7 @@ pub(crate) struct Buffer<T> {
     pub(crate) saved_refs: AtomicUsize,
 }
 
-impl<T> Buffer<T> {
+impl<T: 'static> Buffer<T> {
     pub(crate) fn new(data: impl Into<Data<T>>) -> Arc<Self> {
         Arc::new(Buffer {
             data: data.into(),
@@ -87,15 +90,35 @@ impl<T> Buffer<T> {
     }
 }
 
+impl<T: 'static> Drop for Buffer<T> {
+    /// A large allocation goes to this thread's [`pool`] for reuse.
+    fn drop(&mut self) {
+        if self.data.spilled() {
+            pool::give(std::mem::take(&mut self.data).into_vec());
+        }
+    }
+}
+
+/// Buffer data of `n` copies of `v`.
+pub(crate) fn filled<T: Copy + 'static>(v: T, n: usize) -> Data<T> {
+    if n <= INLINE {
+        Data::from_elem(v, n)
+    } else {
+        let mut data = pool::take(n);
+        data.resize(n, v);
+        Data::from_vec(data)
+    }
+}
+
 /// A buffer seen through a strided layout. Cheap to clone.
-pub(crate) struct Value<T> {
+pub(crate) struct Value<T: 'static> {
     pub(crate) buf: Arc<Buffer<T>>,
     pub(crate) shape: Dims,
     pub(crate) strides: Dims,
     pub(crate) offset: usize,
 }
 
-impl<T> Clone for Value<T> {
+impl<T: 'static> Clone for Value<T> {
     fn clone(&self) -> Self {
         // SmallVec's `clone` pushes the dims one at a time, which showed in
         // W1's profile.
@@ -209,7 +232,7 @@ impl<T: Float> Value<T> {
 
     /// A one-element, 0-dimensional value.
     pub(crate) fn scalar(v: T) -> Self {
-        Self::from_vec(Data::from_elem(v, 1), &[])
+        Self::from_vec(filled(v, 1), &[])
     }
 
     /// A row-major copy of the elements.

@@ -3,7 +3,7 @@
 
 use crate::autograd::node::{Edge, Node};
 pub(crate) use crate::storage::dims;
-use crate::storage::{Buffer, Data, Dims, Value};
+use crate::storage::{filled, Buffer, Dims, Value};
 use crate::{rng, Float};
 use ndarray::{ArrayD, ArrayViewD};
 use std::fmt;
@@ -131,7 +131,7 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(t.to_vec(), vec![7.0, 7.0]);
     /// ```
     pub fn full(shape: &[usize], v: T) -> Self {
-        Self::from_value(Value::from_vec(Data::from_elem(v, shape.iter().product()), shape))
+        Self::from_value(Value::from_vec(filled(v, shape.iter().product()), shape))
     }
 
     /// A tensor of zeros.

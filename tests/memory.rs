@@ -33,6 +33,9 @@ fn saved_bytes_matches_the_heap() {
     let prod = &x * &w;
     assert_eq!(saved_bytes(), before, "saving leaves must not count");
     drop(prod);
+    // Freed buffers of 64 KiB and more are cached for reuse: give them back
+    // to the heap, so that the heap shows only what the graph holds.
+    tapegrad::memory::empty_cache();
 
     // A chain: the heap held by the graph is the saved buffers (plus small
     // per-node bookkeeping), and saved_bytes says so.
@@ -62,6 +65,7 @@ fn saved_bytes_matches_the_heap() {
         "backward without retain_graph frees what was saved"
     );
     drop(loss);
+    tapegrad::memory::empty_cache();
     let grad_bytes = x.grad().map(|g| g.numel() * 4).unwrap_or(0);
     // What may remain besides x's gradient buffer: its handle and this
     // thread's small bookkeeping (a few hundred bytes each; a leaked

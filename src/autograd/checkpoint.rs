@@ -163,7 +163,7 @@ fn describe(role: Role) -> String {
 /// [`CheckpointPolicy::SaveDots`] a forward keeps what `compute` made, and
 /// its re-run takes the kept value back instead of computing.
 pub(crate) fn dot_or<T: Float>(a: &Tensor<T>, b: &Tensor<T>, compute: impl FnOnce() -> Value<T>) -> Value<T> {
-    enum Act<T> {
+    enum Act<T: 'static> {
         Compute,
         Keep(Arc<Frame>),
         Reuse(Value<T>),

@@ -3,9 +3,11 @@
 //! on small tensors); everything else goes through ndarray's `Zip`.
 
 use crate::ops::broadcast::broadcast_shape;
+use crate::pool;
 use crate::storage::{collect_data, Value};
 use crate::Float;
-use ndarray::{ArrayView2, IxDyn, Zip};
+use ndarray::{ArrayView2, ArrayViewMutD, IxDyn, Zip};
+use std::mem::MaybeUninit;
 
 /// `f` of every element, into a fresh row-major buffer.
 pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
@@ -29,7 +31,20 @@ pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn
     let (va, vb) = (a.view(), b.view());
     let va = va.broadcast(IxDyn(&shape)).expect("shape checked");
     let vb = vb.broadcast(IxDyn(&shape)).expect("shape checked");
-    Value::from_array(Zip::from(&va).and(&vb).map_collect(|&x, &y| f(x, y)))
+    let n = shape.iter().product();
+    let mut out = pool::take::<T>(n);
+    {
+        // SAFETY: `out` has capacity for `n` elements; seen as uninitialised
+        // slots, every one is written below before `set_len`.
+        let slots = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<MaybeUninit<T>>(), n) };
+        let dst = ArrayViewMutD::from_shape(IxDyn(&shape), slots).expect("n elements");
+        Zip::from(dst).and(&va).and(&vb).for_each(|d, &x, &y| {
+            d.write(f(x, y));
+        });
+    }
+    // SAFETY: the Zip above wrote all `n` elements.
+    unsafe { out.set_len(n) };
+    Value::from_vec(out, &shape)
 }
 
 /// `c = a @ b` for 2-D views of any strides (no transposed copies), written

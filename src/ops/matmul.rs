@@ -87,7 +87,7 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     let out = checkpoint::dot_or(a, b, || {
         let count: usize = batch.iter().product();
         let size = m * n;
-        let mut out: Vec<T> = Vec::with_capacity(count * size);
+        let mut out: Vec<T> = crate::pool::take(count * size);
         if size > 0 {
             for i in 0..count {
                 // SAFETY: `out` has room for `count` products of `size`
