@@ -522,3 +522,34 @@ fn matmul_with_an_empty_inner_dimension_is_zeros() {
     assert_eq!(a.grad().unwrap().shape(), &[2, 0]);
     assert_eq!(b.grad().unwrap().shape(), &[0, 3]);
 }
+
+/// Products big enough to be split over threads (along the rows when the
+/// result is tall, the columns when it is wide; sizes not multiples of the
+/// parts), with plain and transposed operands, against a naive triple loop.
+#[test]
+fn large_matmuls_split_over_threads_match_a_naive_product() {
+    let naive = |a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize)| {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    };
+    tapegrad::manual_seed(3);
+    for (m, k, n) in [(301, 150, 97), (97, 150, 301), (257, 64, 259)] {
+        let a = Tensor::<f64>::randn(&[m, k]);
+        let b = Tensor::<f64>::randn(&[k, n]);
+        let want = naive(&a.to_vec(), &b.to_vec(), (m, k, n));
+        // The same matrices stored column-major, seen through `t()`.
+        let col_major = |x: &Tensor<f64>| Tensor::from_vec(x.t().to_vec(), &[x.shape()[1], x.shape()[0]]).t();
+        let through_views = col_major(&a).matmul(&col_major(&b));
+        for c in [a.matmul(&b), through_views] {
+            assert_eq!(c.shape(), &[m, n]);
+            for (x, y) in c.to_vec().iter().zip(&want) {
+                assert!((x - y).abs() <= 1e-12 * k as f64, "{m}x{k}x{n}: {x} vs {y}");
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! on small tensors); everything else goes through ndarray's `Zip`.
 
 use crate::ops::broadcast::broadcast_shape;
+use crate::ops::parallel;
 use crate::pool;
 use crate::storage::{collect_data, Value};
 use crate::Float;
@@ -49,26 +50,65 @@ pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn
 
 /// `c = a @ b` for 2-D views of any strides (no transposed copies), written
 /// row-major at `c` without reading it (no zero fill needed). The kernel
-/// is matrixmultiply's, on both cores for large products.
+/// is matrixmultiply's; a product of at least [`PARALLEL_MKN`] multiply-adds
+/// is split along the longer side of `c` over the cores ([`parallel`]).
 ///
 /// # Safety
 /// `c` must have room for `a.nrows() * b.ncols()` elements.
 pub(crate) unsafe fn gemm_into<T: Float>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, c: *mut T) {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     let (sa, sb) = (a.strides(), b.strides());
-    // SAFETY: the views' strides keep every element inside their buffers;
-    // `c` is fresh memory of m × n elements (the caller's promise).
-    unsafe {
-        T::gemm(
-            m,
-            k,
-            n,
-            a.as_ptr(),
-            [sa[0], sa[1]],
-            b.as_ptr(),
-            [sb[0], sb[1]],
-            c,
-            [n as isize, 1],
-        )
+    let (a, b) = (Ptr(a.as_ptr().cast_mut()), Ptr(b.as_ptr().cast_mut()));
+    let c = Ptr(c);
+    // One block of `c`: rows `i0..i0 + rows`, columns `j0..j0 + cols`.
+    let block = move |i0: usize, rows: usize, j0: usize, cols: usize| {
+        let (a, b, c) = (&a, &b, &c);
+        // SAFETY: the views' strides keep every element inside their
+        // buffers, and the block's offsets stay inside them; `c` is fresh
+        // memory of m × n elements (the caller's promise), and blocks are
+        // disjoint.
+        unsafe {
+            T::gemm(
+                rows,
+                k,
+                cols,
+                a.0.offset(i0 as isize * sa[0]),
+                [sa[0], sa[1]],
+                b.0.offset(j0 as isize * sb[1]),
+                [sb[0], sb[1]],
+                c.0.add(i0 * n + j0),
+                [n as isize, 1],
+            )
+        }
+    };
+    let threads = parallel::threads().min(m.max(n) / 8).max(1);
+    if threads == 1 || m * k * n < PARALLEL_MKN {
+        return block(0, m, 0, n);
     }
+    // Parts of whole 8-wide panels (the kernels' width), the longer side cut.
+    let long = m.max(n);
+    let step = long.div_ceil(threads).div_ceil(8) * 8;
+    let parts = (0..long)
+        .step_by(step)
+        .map(|start| {
+            let len = step.min(long - start);
+            Box::new(move || match m >= n {
+                true => block(start, len, 0, n),
+                false => block(0, m, start, len),
+            }) as parallel::Part<'_>
+        })
+        .collect();
+    parallel::run(parts);
 }
+
+/// Products smaller than this many multiply-adds (about 50 µs on one core)
+/// run on one thread: handing half to another costs more than it saves.
+pub(crate) const PARALLEL_MKN: usize = 1 << 22;
+
+/// A raw pointer that a part of a split kernel may carry to another thread
+/// (each part touches its own elements only).
+#[derive(Clone, Copy)]
+struct Ptr<T>(*mut T);
+// SAFETY: see `gemm_into`: parts read shared inputs and write disjoint blocks.
+unsafe impl<T> Send for Ptr<T> {}
+unsafe impl<T> Sync for Ptr<T> {}

@@ -8,6 +8,7 @@ pub(crate) mod kernels;
 pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod nn;
+pub(crate) mod parallel;
 pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod unary;
