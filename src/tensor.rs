@@ -473,6 +473,26 @@ impl<T: Float> Tensor<T> {
     }
 }
 
+impl<T: Float> Tensor<T> {
+    /// The elements, for an op that consumes this tensor to write its
+    /// result over them: `Some` only when no one else can see them (this is
+    /// the only handle and no graph refers to the tensor, it is a leaf with
+    /// no gradient that needs none, and its buffer is unshared, row-major and
+    /// whole). The op's result is then this very tensor.
+    pub(crate) fn elements_to_overwrite(&mut self) -> Option<&mut [T]> {
+        let inner = Arc::get_mut(&mut self.inner)?;
+        let unseen = inner.node.is_none()
+            && !*inner.requires_grad.get_mut()
+            && inner.grad.get_mut().is_ok_and(|g| g.is_none());
+        let value = inner.data.get_mut().ok()?;
+        let whole = value.offset == 0 && value.is_contiguous() && value.numel() == value.buf.data.len();
+        if !(unseen && whole) {
+            return None;
+        }
+        Some(&mut Arc::get_mut(&mut value.buf)?.data)
+    }
+}
+
 // ------------------------------------------------------------------- printing
 impl<T: Float> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

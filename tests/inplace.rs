@@ -270,3 +270,66 @@ fn grad_buffer_taken_by_user_is_not_mutated_by_a_later_backward() {
     assert_eq!(g1.to_vec(), vec![2.0, 2.0]);
     assert_eq!(x.grad().unwrap().to_vec(), vec![4.0, 4.0]);
 }
+
+// ------------------------------------------- operators writing over operands
+
+fn data_ptr(t: &Tensor<f32>) -> *const f32 {
+    t.with_array(|v| v.as_ptr())
+}
+
+#[test]
+fn an_operator_writes_over_an_owned_operand_no_one_else_sees() {
+    let a = Tensor::<f32>::zeros(&[1000]);
+    let p = data_ptr(&a);
+    let b = (a + 1.0) * 3.0;
+    assert_eq!(data_ptr(&b), p, "no new buffer");
+    assert_eq!(b.to_vec(), vec![3.0; 1000]);
+    let c = -(b - &Tensor::full(&[1000], 1.0));
+    assert_eq!(data_ptr(&c), p);
+    assert_eq!(c.to_vec(), vec![-2.0; 1000]);
+}
+
+#[test]
+fn an_operator_never_writes_over_data_another_handle_sees() {
+    let a = Tensor::from_vec(vec![1.0f32, 2.0], &[2]);
+    let clone = a.clone();
+    let view = a.t();
+    let detached = a.detach();
+    let b = a * 10.0;
+    let c = detached + 1.0;
+    assert_eq!(b.to_vec(), vec![10.0, 20.0]);
+    assert_eq!(c.to_vec(), vec![2.0, 3.0]);
+    assert_eq!(clone.to_vec(), vec![1.0, 2.0]);
+    assert_eq!(view.to_vec(), vec![1.0, 2.0]);
+}
+
+#[test]
+fn a_leaf_that_requires_grad_is_not_overwritten_and_gets_its_gradient() {
+    let w = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).set_requires_grad(true);
+    let y = w.clone() * 3.0;
+    assert_eq!(w.to_vec(), vec![1.0, 2.0]);
+    y.sum().backward();
+    assert_eq!(w.grad().unwrap().to_vec(), vec![3.0, 3.0]);
+}
+
+#[test]
+fn a_gradient_handed_out_by_grad_is_not_overwritten_further_down() {
+    // dy/dh is returned, and h's own backward (times 2) runs after: it must
+    // not write its result over the returned gradient.
+    let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).set_requires_grad(true);
+    let h = &x * 2.0;
+    let y = (&h * 3.0).sum();
+    let grads = tapegrad::grad(&[y], &[h.clone(), x.clone()], Default::default());
+    assert_eq!(grads[0].as_ref().unwrap().to_vec(), vec![3.0, 3.0]);
+    assert_eq!(grads[1].as_ref().unwrap().to_vec(), vec![6.0, 6.0]);
+}
+
+#[test]
+fn a_gradient_sent_down_two_edges_is_not_overwritten_by_either() {
+    // AddBackward hands the same gradient to both inputs; each path then
+    // scales it differently.
+    let x = Tensor::from_vec(vec![1.0f32], &[1]).set_requires_grad(true);
+    let y = (&x * 2.0) + (&x * 5.0).tanh() * 0.0 + (&x * 3.0);
+    y.sum().backward();
+    assert_eq!(x.grad().unwrap().to_vec(), vec![5.0]);
+}

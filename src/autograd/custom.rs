@@ -84,7 +84,7 @@ impl<T: Float> Tensor<T> {
                         gi.shape(),
                         xs[i].shape()
                     );
-                    Some(once_differentiable(op.name(), Tensor::from_array(gi), g, &xs))
+                    Some(once_differentiable(op.name(), Tensor::from_array(gi), &g, &xs))
                 })
                 .collect()
         })

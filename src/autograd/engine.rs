@@ -332,8 +332,7 @@ fn run<T: Float>(
         if needed.as_ref().is_some_and(|n| !n.contains(&id)) {
             continue;
         }
-        let grads = node.apply(&grad, !retain_graph);
-        drop(grad);
+        let grads = node.apply(grad, !retain_graph);
         for (k, (edge, g)) in node.edges.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
             check_grad_shape(&node, k, edge, &g);

@@ -25,7 +25,10 @@ pub(crate) type Grads<T> = SmallVec<[Option<Tensor<T>>; 2]>;
 /// A backward rule: from the saved values and the gradient of the output, the
 /// gradients of the inputs. Written with Tensor ops, so that under
 /// `create_graph` it records a graph of its own (higher-order gradients).
-pub(crate) type Rule<T> = dyn Fn(&Ctx<'_, T>, &Tensor<T>) -> Grads<T> + Send + Sync;
+/// The rule owns the gradient: the operators, given a tensor no one else
+/// holds, write their result over it (a chain's backward then allocates
+/// nothing).
+pub(crate) type Rule<T> = dyn Fn(&Ctx<'_, T>, Tensor<T>) -> Grads<T> + Send + Sync;
 
 /// Where the gradient of one input goes.
 pub(crate) enum Edge<T: Float> {
@@ -161,7 +164,7 @@ impl<T: Float> Saved<T> {
 
 /// The saved values of a node.
 struct SavedState<T: Float> {
-    values: SmallVec<[Saved<T>; 2]>,
+    values: SmallVec<[Saved<T>; 1]>,
     /// Set once a backward without `retain_graph` has run through the node
     /// (and dropped `values`).
     freed: bool,
@@ -190,7 +193,7 @@ impl<T: Float> Node<T> {
 
     /// Runs the rule on `grad`. With `free`, the saved values are released
     /// once the rule is done (a backward without `retain_graph`).
-    pub(crate) fn apply(self: &Arc<Self>, grad: &Tensor<T>, free: bool) -> Grads<T> {
+    pub(crate) fn apply(self: &Arc<Self>, grad: Tensor<T>, free: bool) -> Grads<T> {
         let grads = (self.rule)(
             &Ctx {
                 node: self,
@@ -369,7 +372,7 @@ pub(crate) fn record<T: Float>(
     inputs: &[&Tensor<T>],
     out: Value<T>,
     saves: &[Save],
-    rule: impl Fn(&Ctx<'_, T>, &Tensor<T>) -> Grads<T> + Send + Sync + 'static,
+    rule: impl Fn(&Ctx<'_, T>, Tensor<T>) -> Grads<T> + Send + Sync + 'static,
 ) -> Tensor<T> {
     if !should_record(inputs) {
         return Tensor::from_value(out);

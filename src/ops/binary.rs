@@ -4,7 +4,7 @@
 //! [`Tensor::sum_to`], the one shared reduce-back.
 
 use crate::autograd::node::{record, Save};
-use crate::ops::kernels::{map, zip_map};
+use crate::ops::kernels::{map, map_over, zip_map, zip_over};
 use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::{smallvec, SmallVec};
@@ -58,7 +58,7 @@ fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
         &save_for_other(a, b),
         move |ctx, g| {
             smallvec![
-                ctx.needs_grad(0).then(|| (g * ctx.input(1)).sum_to(&sa)),
+                ctx.needs_grad(0).then(|| (&g * ctx.input(1)).sum_to(&sa)),
                 ctx.needs_grad(1).then(|| (g * ctx.input(0)).sum_to(&sb)),
             ]
         },
@@ -77,7 +77,7 @@ fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     record("DivBackward", &[a, b], out, saves, move |ctx, g| {
         let b = ctx.input(1);
         smallvec![
-            ctx.needs_grad(0).then(|| (g / &b).sum_to(&sa)),
+            ctx.needs_grad(0).then(|| (&g / &b).sum_to(&sa)),
             ctx.needs_grad(1)
                 .then(|| (-(g * ctx.input(0)) / (&b * &b)).sum_to(&sb)),
         ]
@@ -152,7 +152,7 @@ impl<T: Float> Tensor<T> {
             let (a, b) = (ctx.input(0), ctx.input(1));
             let ga = ctx.needs_grad(0).then(|| {
                 let zero_exponent = b.constant_map(|e| if e == T::zero() { T::one() } else { T::zero() });
-                (g * &b * a.pow(&(&b - T::one() + zero_exponent))).sum_to(&sa)
+                (&g * &b * a.pow(&(&b - T::one() + zero_exponent))).sum_to(&sa)
             });
             let gb = ctx.needs_grad(1).then(|| {
                 let zero_base = Tensor::from_value(zip_map("pow", &a.data(), &b.data(), |x, e| {
@@ -233,7 +233,8 @@ impl<T: Float> Tensor<T> {
         record(name, &[self, other], out, &saves, move |ctx, g| {
             let d = ctx.input(0) - ctx.input(1);
             smallvec![
-                ctx.needs_grad(0).then(|| g.mul_step(&d, share_a).sum_to(&sa)),
+                ctx.needs_grad(0)
+                    .then(|| g.clone().mul_step(&d, share_a).sum_to(&sa)),
                 ctx.needs_grad(1).then(|| g.mul_step(&d, share_b).sum_to(&sb)),
             ]
         })
@@ -241,9 +242,12 @@ impl<T: Float> Tensor<T> {
 }
 
 /// The four owned/borrowed pairs of an operator between tensors, and the
-/// tensor–scalar forms with the scalar on the right.
+/// tensor–scalar forms with the scalar on the right. `$f` is the operator
+/// on elements: an owned operand that no one else can see, in an op that is
+/// not recorded (a backward rule's gradient, say), is overwritten with the
+/// result ([`map_over`], [`zip_over`]) instead of allocating another.
 macro_rules! tensor_operator {
-    ($Trait:ident, $method:ident, $tensor_fn:ident, $scalar_fn:ident) => {
+    ($Trait:ident, $method:ident, $tensor_fn:ident, $scalar_fn:ident, $f:expr) => {
         impl<T: Float> $Trait<&Tensor<T>> for &Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
@@ -253,19 +257,19 @@ macro_rules! tensor_operator {
         impl<T: Float> $Trait<Tensor<T>> for &Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: Tensor<T>) -> Tensor<T> {
-                $tensor_fn(self, &rhs)
+                zip_over(rhs, self, |y, x| $f(x, y)).unwrap_or_else(|rhs| $tensor_fn(self, &rhs))
             }
         }
         impl<T: Float> $Trait<&Tensor<T>> for Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
-                $tensor_fn(&self, rhs)
+                zip_over(self, rhs, $f).unwrap_or_else(|lhs| $tensor_fn(&lhs, rhs))
             }
         }
         impl<T: Float> $Trait<Tensor<T>> for Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: Tensor<T>) -> Tensor<T> {
-                $tensor_fn(&self, &rhs)
+                self.$method(&rhs)
             }
         }
         impl<T: Float> $Trait<T> for &Tensor<T> {
@@ -277,21 +281,22 @@ macro_rules! tensor_operator {
         impl<T: Float> $Trait<T> for Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: T) -> Tensor<T> {
-                $scalar_fn(&self, rhs)
+                map_over(self, |x| $f(x, rhs)).unwrap_or_else(|lhs| $scalar_fn(&lhs, rhs))
             }
         }
     };
 }
 
-tensor_operator!(Add, add, add, add_scalar);
-tensor_operator!(Sub, sub, sub, sub_scalar);
-tensor_operator!(Mul, mul, mul, mul_scalar);
-tensor_operator!(Div, div, div, div_scalar);
+tensor_operator!(Add, add, add, add_scalar, |x: T, y: T| x + y);
+tensor_operator!(Sub, sub, sub, sub_scalar, |x: T, y: T| x - y);
+tensor_operator!(Mul, mul, mul, mul_scalar, |x: T, y: T| x * y);
+tensor_operator!(Div, div, div, div_scalar, |x: T, y: T| x / y);
 
 /// A scalar on the left, for `f32` and `f64` (the orphan rule forbids a
-/// generic impl): `$f(tensor, scalar)` computes `scalar op tensor`.
+/// generic impl): `$f(tensor, scalar)` computes `scalar op tensor`, as
+/// `$op` does on elements.
 macro_rules! scalar_operator {
-    ($S:ty, $Trait:ident, $method:ident, $f:ident) => {
+    ($S:ty, $Trait:ident, $method:ident, $f:ident, $op:expr) => {
         impl $Trait<&Tensor<$S>> for $S {
             type Output = Tensor<$S>;
             fn $method(self, rhs: &Tensor<$S>) -> Tensor<$S> {
@@ -301,20 +306,20 @@ macro_rules! scalar_operator {
         impl $Trait<Tensor<$S>> for $S {
             type Output = Tensor<$S>;
             fn $method(self, rhs: Tensor<$S>) -> Tensor<$S> {
-                $f(&rhs, self)
+                map_over(rhs, |x| $op(self, x)).unwrap_or_else(|rhs| $f(&rhs, self))
             }
         }
     };
 }
 
-scalar_operator!(f32, Add, add, add_scalar);
-scalar_operator!(f32, Sub, sub, rsub_scalar);
-scalar_operator!(f32, Mul, mul, mul_scalar);
-scalar_operator!(f32, Div, div, rdiv_scalar);
-scalar_operator!(f64, Add, add, add_scalar);
-scalar_operator!(f64, Sub, sub, rsub_scalar);
-scalar_operator!(f64, Mul, mul, mul_scalar);
-scalar_operator!(f64, Div, div, rdiv_scalar);
+scalar_operator!(f32, Add, add, add_scalar, |s: f32, x: f32| s + x);
+scalar_operator!(f32, Sub, sub, rsub_scalar, |s: f32, x: f32| s - x);
+scalar_operator!(f32, Mul, mul, mul_scalar, |s: f32, x: f32| s * x);
+scalar_operator!(f32, Div, div, rdiv_scalar, |s: f32, x: f32| s / x);
+scalar_operator!(f64, Add, add, add_scalar, |s: f64, x: f64| s + x);
+scalar_operator!(f64, Sub, sub, rsub_scalar, |s: f64, x: f64| s - x);
+scalar_operator!(f64, Mul, mul, mul_scalar, |s: f64, x: f64| s * x);
+scalar_operator!(f64, Div, div, rdiv_scalar, |s: f64, x: f64| s / x);
 
 impl<T: Float> Neg for &Tensor<T> {
     type Output = Tensor<T>;
@@ -326,6 +331,6 @@ impl<T: Float> Neg for &Tensor<T> {
 impl<T: Float> Neg for Tensor<T> {
     type Output = Tensor<T>;
     fn neg(self) -> Tensor<T> {
-        neg(&self)
+        map_over(self, |x| -x).unwrap_or_else(|a| neg(&a))
     }
 }

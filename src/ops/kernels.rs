@@ -2,11 +2,13 @@
 //! slices (ndarray's `IxDyn` iteration costs several times more per element
 //! on small tensors); everything else goes through ndarray's `Zip`.
 
+use crate::autograd::node::should_record;
 use crate::ops::broadcast::broadcast_shape;
 use crate::ops::parallel;
 use crate::pool;
-use crate::storage::{collect_data, Value};
+use crate::storage::{collect_data, dims, Value};
 use crate::Float;
+use crate::Tensor;
 use ndarray::{ArrayView2, ArrayViewMutD, IxDyn, Zip};
 use std::mem::MaybeUninit;
 
@@ -46,6 +48,51 @@ pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn
     // SAFETY: the Zip above wrote all `n` elements.
     unsafe { out.set_len(n) };
     Value::from_vec(out, &shape)
+}
+
+/// For an op that consumes `a` and is not recorded: `f` of every element,
+/// written over `a`'s own elements when no one else can see them
+/// ([`Tensor::elements_to_overwrite`]); the result is `a` itself, with no
+/// allocation. `Err(a)`, untouched, otherwise.
+pub(crate) fn map_over<T: Float>(mut a: Tensor<T>, f: impl Fn(T) -> T) -> Result<Tensor<T>, Tensor<T>> {
+    if !should_record(&[&a]) {
+        if let Some(elems) = a.elements_to_overwrite() {
+            elems.iter_mut().for_each(|x| *x = f(*x));
+            return Ok(a);
+        }
+    }
+    Err(a)
+}
+
+/// As [`map_over`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
+/// shape.
+pub(crate) fn zip_over<T: Float>(
+    mut a: Tensor<T>,
+    b: &Tensor<T>,
+    f: impl Fn(T, T) -> T,
+) -> Result<Tensor<T>, Tensor<T>> {
+    if should_record(&[&a, b]) {
+        return Err(a);
+    }
+    let shape = dims(a.shape());
+    let b = b.data();
+    let same = if b.shape == shape { b.as_slice() } else { None };
+    if same.is_none() && b.view().broadcast(IxDyn(&shape)).is_none() {
+        return Err(a);
+    }
+    let Some(elems) = a.elements_to_overwrite() else {
+        return Err(a);
+    };
+    match same {
+        Some(ys) => elems.iter_mut().zip(ys).for_each(|(x, &y)| *x = f(*x, y)),
+        None => {
+            let xs = ArrayViewMutD::from_shape(IxDyn(&shape), elems).expect("whole buffer");
+            let bv = b.view();
+            let ys = bv.broadcast(IxDyn(&shape)).expect("checked above");
+            Zip::from(xs).and(&ys).for_each(|x, &y| *x = f(*x, y));
+        }
+    }
+    Ok(a)
 }
 
 /// `c = a @ b` for 2-D views of any strides (no transposed copies), written

@@ -98,7 +98,7 @@ impl<T: Float> Tensor<T> {
             |ctx, g| {
                 let x = ctx.input(0);
                 smallvec![
-                    ctx.needs_grad(0).then(|| g * (x.sigmoid() - ctx.input(1))),
+                    ctx.needs_grad(0).then(|| &g * (x.sigmoid() - ctx.input(1))),
                     ctx.needs_grad(1).then(|| -(g * &x)),
                 ]
             },

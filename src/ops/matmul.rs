@@ -121,9 +121,9 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     record(name, &[a, b], out, &saves, |ctx, g| {
         smallvec![
             ctx.needs_grad(0)
-                .then(|| batched_matmul(g, &ctx.input(1).transpose_last())),
+                .then(|| batched_matmul(&g, &ctx.input(1).transpose_last())),
             ctx.needs_grad(1)
-                .then(|| batched_matmul(&ctx.input(0).transpose_last(), g)),
+                .then(|| batched_matmul(&ctx.input(0).transpose_last(), &g)),
         ]
     })
 }

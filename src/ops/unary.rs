@@ -5,7 +5,7 @@
 //! the input is 0, as it should be.
 
 use crate::autograd::node::{record, Save};
-use crate::ops::kernels::{map, zip_map};
+use crate::ops::kernels::{map, zip_map, zip_over};
 use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::smallvec;
@@ -35,7 +35,7 @@ impl<T: Float> Tensor<T> {
         name: &'static str,
         f: impl Fn(T) -> T,
         save: Save,
-        rule: impl Fn(&Tensor<T>, &Tensor<T>) -> Tensor<T> + Send + Sync + 'static,
+        rule: impl Fn(Tensor<T>, &Tensor<T>) -> Tensor<T> + Send + Sync + 'static,
     ) -> Tensor<T> {
         let out = map(&self.data(), f);
         record(name, &[self], out, &[save], move |ctx, g| {
@@ -47,13 +47,18 @@ impl<T: Float> Tensor<T> {
     /// relu, abs, clamp and the like, with `self` the incoming gradient.
     /// Recorded, so that under `create_graph` the gradient is itself
     /// differentiable: by `step(x)` in `self`, and 0 in `x` (as PyTorch's
-    /// `threshold_backward`).
-    pub(crate) fn mul_step(&self, x: &Tensor<T>, step: impl Step<T>) -> Tensor<T> {
-        let out = zip_map("mul_step", &self.data(), &x.data(), |g, v| g * step(v));
+    /// `threshold_backward`). Consumes `self`, to write over it when it can
+    /// ([`zip_over`]).
+    pub(crate) fn mul_step(self, x: &Tensor<T>, step: impl Step<T>) -> Tensor<T> {
+        let g = match zip_over(self, x, |g, v| g * step(v)) {
+            Ok(done) => return done,
+            Err(g) => g,
+        };
+        let out = zip_map("mul_step", &g.data(), &x.data(), |g, v| g * step(v));
         let x_shape = dims(x.shape());
         record(
             "StepBackward",
-            &[self, x],
+            &[&g, x],
             out,
             &[Save::Input(1)],
             move |ctx, gg| {
@@ -301,15 +306,18 @@ impl<T: Float> Tensor<T> {
 /// `g (1 - y²)`, the gradient of `y = tanh(x)`, in one pass (one buffer
 /// instead of four: W1's backward is mostly this). Differentiable, for
 /// `create_graph`: by `1 - y²` in `g` and `-2 g y` in `y`.
-fn tanh_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("tanh_backward", &g.data(), &y.data(), |g, y| {
-        g * (T::one() - y * y)
-    });
+fn tanh_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
+    let f = |g: T, y: T| g * (T::one() - y * y);
+    let g = match zip_over(g, y, f) {
+        Ok(done) => return done,
+        Err(g) => g,
+    };
+    let out = zip_map("tanh_backward", &g.data(), &y.data(), f);
     let saves = [Save::Input(0), Save::Input(1)];
-    record("TanhBackwardBackward", &[g, y], out, &saves, |ctx, gg| {
+    record("TanhBackwardBackward", &[&g, y], out, &saves, |ctx, gg| {
         let y = ctx.input(1);
         smallvec![
-            ctx.needs_grad(0).then(|| tanh_backward(gg, &y)),
+            ctx.needs_grad(0).then(|| tanh_backward(gg.clone(), &y)),
             ctx.needs_grad(1).then(|| gg * ctx.input(0) * &y * T::of(-2.0)),
         ]
     })
@@ -317,15 +325,18 @@ fn tanh_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
 
 /// `g y (1 - y)`, the gradient of `y = σ(x)`, in one pass. Differentiable:
 /// by `y (1 - y)` in `g` and `g (1 - 2y)` in `y`.
-fn sigmoid_backward<T: Float>(g: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("sigmoid_backward", &g.data(), &y.data(), |g, y| {
-        g * y * (T::one() - y)
-    });
+fn sigmoid_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
+    let f = |g: T, y: T| g * y * (T::one() - y);
+    let g = match zip_over(g, y, f) {
+        Ok(done) => return done,
+        Err(g) => g,
+    };
+    let out = zip_map("sigmoid_backward", &g.data(), &y.data(), f);
     let saves = [Save::Input(0), Save::Input(1)];
-    record("SigmoidBackwardBackward", &[g, y], out, &saves, |ctx, gg| {
+    record("SigmoidBackwardBackward", &[&g, y], out, &saves, |ctx, gg| {
         let y = ctx.input(1);
         smallvec![
-            ctx.needs_grad(0).then(|| sigmoid_backward(gg, &y)),
+            ctx.needs_grad(0).then(|| sigmoid_backward(gg.clone(), &y)),
             ctx.needs_grad(1)
                 .then(|| gg * ctx.input(0) * (&y * T::of(-2.0) + T::one())),
         ]
