@@ -476,20 +476,21 @@ impl<T: Float> Tensor<T> {
 impl<T: Float> Tensor<T> {
     /// The elements, for an op that consumes this tensor to write its
     /// result over them: `Some` only when no one else can see them (this is
-    /// the only handle and no graph refers to the tensor, it is a leaf with
-    /// no gradient that needs none, and its buffer is unshared, row-major and
-    /// whole). The op's result is then this very tensor.
-    pub(crate) fn elements_to_overwrite(&mut self) -> Option<&mut [T]> {
-        let inner = Arc::get_mut(&mut self.inner)?;
-        let unseen = inner.node.is_none()
-            && !*inner.requires_grad.get_mut()
-            && inner.grad.get_mut().is_ok_and(|g| g.is_none());
-        let value = inner.data.get_mut().ok()?;
+    /// the only handle, no graph refers to the tensor, and its buffer is
+    /// unshared, row-major and whole).
+    pub(crate) fn unshared_elements(&mut self) -> Option<&mut [T]> {
+        let value = Arc::get_mut(&mut self.inner)?.data.get_mut().ok()?;
         let whole = value.offset == 0 && value.is_contiguous() && value.numel() == value.buf.data.len();
-        if !(unseen && whole) {
-            return None;
+        match whole {
+            true => Some(&mut Arc::get_mut(&mut value.buf)?.data),
+            false => None,
         }
-        Some(&mut Arc::get_mut(&mut value.buf)?.data)
+    }
+
+    /// A leaf that needs no gradient and has none: an op result that is not
+    /// recorded can be this very tensor.
+    pub(crate) fn is_bare_leaf(&self) -> bool {
+        self.inner.node.is_none() && !self.requires_grad() && lock(&self.inner.grad).is_none()
     }
 }
 

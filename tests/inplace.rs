@@ -333,3 +333,29 @@ fn a_gradient_sent_down_two_edges_is_not_overwritten_by_either() {
     y.sum().backward();
     assert_eq!(x.grad().unwrap().to_vec(), vec![5.0]);
 }
+
+#[test]
+fn a_recorded_op_takes_over_an_owned_operand_it_does_not_save() {
+    let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).set_requires_grad(true);
+    let h = &x * 2.0; // a non-leaf, its buffer made by the op
+    let p = data_ptr(&h);
+    let y = h + 1.0; // AddBackward saves nothing: the buffer moves on
+    assert_eq!(data_ptr(&y), p);
+    assert_eq!(y.to_vec(), vec![3.0, 5.0]);
+    (y * 3.0).sum().backward();
+    assert_eq!(x.grad().unwrap().to_vec(), vec![6.0, 6.0]);
+}
+
+#[test]
+fn a_recorded_op_does_not_write_over_an_operand_it_saves() {
+    // MulBackward saves `h` for w's gradient: h must keep its values.
+    let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).set_requires_grad(true);
+    let w = Tensor::from_vec(vec![5.0f32, 7.0], &[2]).set_requires_grad(true);
+    let h = &x * 2.0;
+    let p = data_ptr(&h);
+    let y = h * &w;
+    assert_ne!(data_ptr(&y), p);
+    y.sum().backward();
+    assert_eq!(w.grad().unwrap().to_vec(), vec![2.0, 4.0]);
+    assert_eq!(x.grad().unwrap().to_vec(), vec![10.0, 14.0]);
+}

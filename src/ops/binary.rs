@@ -4,15 +4,16 @@
 //! [`Tensor::sum_to`], the one shared reduce-back.
 
 use crate::autograd::node::{record, Save};
-use crate::ops::kernels::{map, map_over, zip_map, zip_over};
+use crate::ops::kernels::{map, map_into, map_over, zip_into, zip_map, zip_over};
+use crate::storage::Value;
 use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::{smallvec, SmallVec};
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 // d(a + b) = da + db
-fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("add", &a.data(), &b.data(), |x, y| x + y);
+fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| zip_map("add", &a.data(), &b.data(), |x, y| x + y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record("AddBackward", &[a, b], out, &[], move |ctx, g| {
         smallvec![
@@ -23,8 +24,8 @@ fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
 }
 
 // d(a - b) = da - db
-fn sub<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("sub", &a.data(), &b.data(), |x, y| x - y);
+fn sub<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| zip_map("sub", &a.data(), &b.data(), |x, y| x - y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record("SubBackward", &[a, b], out, &[], move |ctx, g| {
         smallvec![
@@ -48,8 +49,8 @@ fn save_for_other<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> SmallVec<[Save; 2]>
 }
 
 // d(a * b) = b da + a db
-fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("mul", &a.data(), &b.data(), |x, y| x * y);
+fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| zip_map("mul", &a.data(), &b.data(), |x, y| x * y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record(
         "MulBackward",
@@ -66,8 +67,8 @@ fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
 }
 
 // d(a / b) = da / b - a db / b²
-fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
-    let out = zip_map("div", &a.data(), &b.data(), |x, y| x / y);
+fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| zip_map("div", &a.data(), &b.data(), |x, y| x / y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     let saves: &[Save] = if b.requires_grad() {
         &[Save::Input(0), Save::Input(1)]
@@ -85,44 +86,44 @@ fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
 }
 
 // d(-a) = -da
-fn neg<T: Float>(a: &Tensor<T>) -> Tensor<T> {
-    let out = map(&a.data(), |x| -x);
+fn neg<T: Float>(a: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| map(&a.data(), |x| -x));
     record("NegBackward", &[a], out, &[], |_, g| smallvec![Some(-g)])
 }
 
 // d(a + s) = da
-fn add_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.data(), |x| x + s);
-    record("AddBackward", &[a], out, &[], |_, g| smallvec![Some(g.clone())])
+fn add_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| map(&a.data(), |x| x + s));
+    record("AddBackward", &[a], out, &[], |_, g| smallvec![Some(g)])
 }
 
 // d(a - s) = da
-fn sub_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.data(), |x| x - s);
-    record("SubBackward", &[a], out, &[], |_, g| smallvec![Some(g.clone())])
+fn sub_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| map(&a.data(), |x| x - s));
+    record("SubBackward", &[a], out, &[], |_, g| smallvec![Some(g)])
 }
 
 // d(s - a) = -da
-fn rsub_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.data(), |x| s - x);
+fn rsub_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| map(&a.data(), |x| s - x));
     record("RsubBackward", &[a], out, &[], |_, g| smallvec![Some(-g)])
 }
 
 // d(a s) = s da
-fn mul_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.data(), |x| x * s);
+fn mul_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| map(&a.data(), |x| x * s));
     record("MulBackward", &[a], out, &[], move |_, g| smallvec![Some(g * s)])
 }
 
 // d(a / s) = da / s
-fn div_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.data(), |x| x / s);
+fn div_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| map(&a.data(), |x| x / s));
     record("DivBackward", &[a], out, &[], move |_, g| smallvec![Some(g / s)])
 }
 
 // d(s / a) = -s da / a²
-fn rdiv_scalar<T: Float>(a: &Tensor<T>, s: T) -> Tensor<T> {
-    let out = map(&a.data(), |x| s / x);
+fn rdiv_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
+    let out = out.unwrap_or_else(|| map(&a.data(), |x| s / x));
     record("DivBackward", &[a], out, &[Save::Input(0)], move |ctx, g| {
         let a = ctx.input(0);
         smallvec![Some(g * (-s) / (&a * &a))]
@@ -243,27 +244,41 @@ impl<T: Float> Tensor<T> {
 
 /// The four owned/borrowed pairs of an operator between tensors, and the
 /// tensor–scalar forms with the scalar on the right. `$f` is the operator
-/// on elements: an owned operand that no one else can see, in an op that is
-/// not recorded (a backward rule's gradient, say), is overwritten with the
-/// result ([`map_over`], [`zip_over`]) instead of allocating another.
+/// on elements. An owned operand that no one else can see is written over
+/// with the result instead of allocating another buffer: with no op
+/// recorded, the operand itself becomes the result ([`map_over`],
+/// [`zip_over`]); a recorded op takes over its buffer ([`map_into`],
+/// [`zip_into`]) unless it saves that operand for its backward, which
+/// `$saves_lhs(rhs)` / `$saves_rhs(lhs)` say.
 macro_rules! tensor_operator {
-    ($Trait:ident, $method:ident, $tensor_fn:ident, $scalar_fn:ident, $f:expr) => {
+    ($Trait:ident, $method:ident, $tensor_fn:ident, $scalar_fn:ident, $f:expr, $saves_lhs:expr, $saves_rhs:expr) => {
         impl<T: Float> $Trait<&Tensor<T>> for &Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
-                $tensor_fn(self, rhs)
+                $tensor_fn(self, rhs, None)
             }
         }
         impl<T: Float> $Trait<Tensor<T>> for &Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: Tensor<T>) -> Tensor<T> {
-                zip_over(rhs, self, |y, x| $f(x, y)).unwrap_or_else(|rhs| $tensor_fn(self, &rhs))
+                let f = |y, x| $f(x, y);
+                zip_over(rhs, self, f).unwrap_or_else(|mut rhs| {
+                    let out = (!$saves_rhs(self))
+                        .then(|| zip_into(&mut rhs, self, f))
+                        .flatten();
+                    $tensor_fn(self, &rhs, out)
+                })
             }
         }
         impl<T: Float> $Trait<&Tensor<T>> for Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
-                zip_over(self, rhs, $f).unwrap_or_else(|lhs| $tensor_fn(&lhs, rhs))
+                zip_over(self, rhs, $f).unwrap_or_else(|mut lhs| {
+                    let out = (!$saves_lhs(rhs))
+                        .then(|| zip_into(&mut lhs, rhs, $f))
+                        .flatten();
+                    $tensor_fn(&lhs, rhs, out)
+                })
             }
         }
         impl<T: Float> $Trait<Tensor<T>> for Tensor<T> {
@@ -275,62 +290,87 @@ macro_rules! tensor_operator {
         impl<T: Float> $Trait<T> for &Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: T) -> Tensor<T> {
-                $scalar_fn(self, rhs)
+                $scalar_fn(self, rhs, None)
             }
         }
         impl<T: Float> $Trait<T> for Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: T) -> Tensor<T> {
-                map_over(self, |x| $f(x, rhs)).unwrap_or_else(|lhs| $scalar_fn(&lhs, rhs))
+                let f = |x| $f(x, rhs);
+                map_over(self, f).unwrap_or_else(|mut lhs| {
+                    let out = map_into(&mut lhs, f);
+                    $scalar_fn(&lhs, rhs, out)
+                })
             }
         }
     };
 }
 
-tensor_operator!(Add, add, add, add_scalar, |x: T, y: T| x + y);
-tensor_operator!(Sub, sub, sub, sub_scalar, |x: T, y: T| x - y);
-tensor_operator!(Mul, mul, mul, mul_scalar, |x: T, y: T| x * y);
-tensor_operator!(Div, div, div, div_scalar, |x: T, y: T| x / y);
+/// Whether an op saves an operand for its backward, given the other one.
+fn never<T: Float>(_: &Tensor<T>) -> bool {
+    false
+}
+
+/// `a * b` and `a / b` save `a` when `b` needs a gradient.
+fn if_grad<T: Float>(other: &Tensor<T>) -> bool {
+    other.requires_grad()
+}
+
+fn always<T: Float>(_: &Tensor<T>) -> bool {
+    true
+}
+
+tensor_operator!(Add, add, add, add_scalar, |x: T, y: T| x + y, never, never);
+tensor_operator!(Sub, sub, sub, sub_scalar, |x: T, y: T| x - y, never, never);
+tensor_operator!(Mul, mul, mul, mul_scalar, |x: T, y: T| x * y, if_grad, if_grad);
+tensor_operator!(Div, div, div, div_scalar, |x: T, y: T| x / y, if_grad, always);
 
 /// A scalar on the left, for `f32` and `f64` (the orphan rule forbids a
 /// generic impl): `$f(tensor, scalar)` computes `scalar op tensor`, as
-/// `$op` does on elements.
+/// `$op` does on elements; `$saves` says whether it saves the tensor.
 macro_rules! scalar_operator {
-    ($S:ty, $Trait:ident, $method:ident, $f:ident, $op:expr) => {
+    ($S:ty, $Trait:ident, $method:ident, $f:ident, $op:expr, $saves:expr) => {
         impl $Trait<&Tensor<$S>> for $S {
             type Output = Tensor<$S>;
             fn $method(self, rhs: &Tensor<$S>) -> Tensor<$S> {
-                $f(rhs, self)
+                $f(rhs, self, None)
             }
         }
         impl $Trait<Tensor<$S>> for $S {
             type Output = Tensor<$S>;
             fn $method(self, rhs: Tensor<$S>) -> Tensor<$S> {
-                map_over(rhs, |x| $op(self, x)).unwrap_or_else(|rhs| $f(&rhs, self))
+                let f = |x| $op(self, x);
+                map_over(rhs, f).unwrap_or_else(|mut rhs| {
+                    let out = if $saves { None } else { map_into(&mut rhs, f) };
+                    $f(&rhs, self, out)
+                })
             }
         }
     };
 }
 
-scalar_operator!(f32, Add, add, add_scalar, |s: f32, x: f32| s + x);
-scalar_operator!(f32, Sub, sub, rsub_scalar, |s: f32, x: f32| s - x);
-scalar_operator!(f32, Mul, mul, mul_scalar, |s: f32, x: f32| s * x);
-scalar_operator!(f32, Div, div, rdiv_scalar, |s: f32, x: f32| s / x);
-scalar_operator!(f64, Add, add, add_scalar, |s: f64, x: f64| s + x);
-scalar_operator!(f64, Sub, sub, rsub_scalar, |s: f64, x: f64| s - x);
-scalar_operator!(f64, Mul, mul, mul_scalar, |s: f64, x: f64| s * x);
-scalar_operator!(f64, Div, div, rdiv_scalar, |s: f64, x: f64| s / x);
+scalar_operator!(f32, Add, add, add_scalar, |s: f32, x: f32| s + x, false);
+scalar_operator!(f32, Sub, sub, rsub_scalar, |s: f32, x: f32| s - x, false);
+scalar_operator!(f32, Mul, mul, mul_scalar, |s: f32, x: f32| s * x, false);
+scalar_operator!(f32, Div, div, rdiv_scalar, |s: f32, x: f32| s / x, true);
+scalar_operator!(f64, Add, add, add_scalar, |s: f64, x: f64| s + x, false);
+scalar_operator!(f64, Sub, sub, rsub_scalar, |s: f64, x: f64| s - x, false);
+scalar_operator!(f64, Mul, mul, mul_scalar, |s: f64, x: f64| s * x, false);
+scalar_operator!(f64, Div, div, rdiv_scalar, |s: f64, x: f64| s / x, true);
 
 impl<T: Float> Neg for &Tensor<T> {
     type Output = Tensor<T>;
     fn neg(self) -> Tensor<T> {
-        neg(self)
+        neg(self, None)
     }
 }
 
 impl<T: Float> Neg for Tensor<T> {
     type Output = Tensor<T>;
     fn neg(self) -> Tensor<T> {
-        map_over(self, |x| -x).unwrap_or_else(|a| neg(&a))
+        map_over(self, |x| -x).unwrap_or_else(|mut a| {
+            let out = map_into(&mut a, |x| -x);
+            neg(&a, out)
+        })
     }
 }

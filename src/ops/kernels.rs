@@ -11,6 +11,7 @@ use crate::Float;
 use crate::Tensor;
 use ndarray::{ArrayView2, ArrayViewMutD, IxDyn, Zip};
 use std::mem::MaybeUninit;
+use std::sync::atomic::Ordering;
 
 /// `f` of every element, into a fresh row-major buffer.
 pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
@@ -51,17 +52,14 @@ pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn
 }
 
 /// For an op that consumes `a` and is not recorded: `f` of every element,
-/// written over `a`'s own elements when no one else can see them
-/// ([`Tensor::elements_to_overwrite`]); the result is `a` itself, with no
+/// written over `a`'s own elements when no one else can see them and `a` is
+/// a leaf that needs no gradient; the result is `a` itself, with no
 /// allocation. `Err(a)`, untouched, otherwise.
 pub(crate) fn map_over<T: Float>(mut a: Tensor<T>, f: impl Fn(T) -> T) -> Result<Tensor<T>, Tensor<T>> {
-    if !should_record(&[&a]) {
-        if let Some(elems) = a.elements_to_overwrite() {
-            elems.iter_mut().for_each(|x| *x = f(*x));
-            return Ok(a);
-        }
+    match !should_record(&[&a]) && a.is_bare_leaf() && map_in_place(&mut a, f) {
+        true => Ok(a),
+        false => Err(a),
     }
-    Err(a)
 }
 
 /// As [`map_over`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
@@ -71,17 +69,57 @@ pub(crate) fn zip_over<T: Float>(
     b: &Tensor<T>,
     f: impl Fn(T, T) -> T,
 ) -> Result<Tensor<T>, Tensor<T>> {
-    if should_record(&[&a, b]) {
-        return Err(a);
+    match !should_record(&[&a, b]) && a.is_bare_leaf() && zip_in_place(&mut a, b, f) {
+        true => Ok(a),
+        false => Err(a),
     }
+}
+
+/// For an op that consumes `a` and does not save it: `f` of every element,
+/// written over `a`'s own elements when no one else can see them; the op's
+/// output, over the same buffer. `None`, `a` untouched, otherwise.
+pub(crate) fn map_into<T: Float>(a: &mut Tensor<T>, f: impl Fn(T) -> T) -> Option<Value<T>> {
+    map_in_place(a, f).then(|| output_over(a))
+}
+
+/// As [`map_into`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
+/// shape.
+pub(crate) fn zip_into<T: Float>(
+    a: &mut Tensor<T>,
+    b: &Tensor<T>,
+    f: impl Fn(T, T) -> T,
+) -> Option<Value<T>> {
+    zip_in_place(a, b, f).then(|| output_over(a))
+}
+
+/// `a`'s data, now an op's output: graph memory if the op is recorded.
+fn output_over<T: Float>(a: &Tensor<T>) -> Value<T> {
+    let out = a.value();
+    out.buf.countable.store(true, Ordering::Relaxed);
+    out
+}
+
+/// Writes `f` of every element over `a`'s elements, if no one else can see
+/// them ([`Tensor::unshared_elements`]).
+fn map_in_place<T: Float>(a: &mut Tensor<T>, f: impl Fn(T) -> T) -> bool {
+    let Some(elems) = a.unshared_elements() else {
+        return false;
+    };
+    elems.iter_mut().for_each(|x| *x = f(*x));
+    true
+}
+
+/// Writes `f(a, b)` elementwise over `a`'s elements, if no one else can see
+/// them and `b` broadcasts to `a`'s shape.
+fn zip_in_place<T: Float>(a: &mut Tensor<T>, b: &Tensor<T>, f: impl Fn(T, T) -> T) -> bool {
     let shape = dims(a.shape());
     let b = b.data();
     let same = if b.shape == shape { b.as_slice() } else { None };
     if same.is_none() && b.view().broadcast(IxDyn(&shape)).is_none() {
-        return Err(a);
+        return false;
     }
-    let Some(elems) = a.elements_to_overwrite() else {
-        return Err(a);
+    let Some(elems) = a.unshared_elements() else {
+        return false;
     };
     match same {
         Some(ys) => elems.iter_mut().zip(ys).for_each(|(x, &y)| *x = f(*x, y)),
@@ -92,7 +130,7 @@ pub(crate) fn zip_over<T: Float>(
             Zip::from(xs).and(&ys).for_each(|x, &y| *x = f(*x, y));
         }
     }
-    Ok(a)
+    true
 }
 
 /// `c = a @ b` for 2-D views of any strides (no transposed copies), written
