@@ -20,7 +20,7 @@ pub(crate) const MIN_BYTES: usize = 64 << 10;
 
 /// At most this many bytes are kept per thread; a buffer that would go over
 /// is freed.
-pub(crate) const MAX_BYTES: usize = 64 << 20;
+pub(crate) const MAX_BYTES: usize = 256 << 20;
 
 #[derive(Default)]
 struct Pools {

@@ -45,7 +45,7 @@ pub fn reset_peak() {
 
 /// Frees the large buffers this thread keeps for reuse. Tensors of 64 KiB
 /// and more keep their allocation when they drop, for the next tensor of
-/// the same length (up to 64 MiB per thread), which spares a training loop
+/// the same length (up to 256 MiB per thread), which spares a training loop
 /// the page faults of fresh memory at every step; this gives it back (like
 /// `torch.cuda.empty_cache`).
 ///
