@@ -99,6 +99,9 @@ fn step_memory(net: &Net, x: &Tensor<f32>, s: &Strategy, grads_exist: bool) -> (
             p.sum().backward();
         }
     }
+    // Freed buffers kept for reuse would serve this step without showing
+    // on the heap: start from an empty cache.
+    tapegrad::memory::empty_cache();
     let heap0 = CountingAllocator::live();
     CountingAllocator::reset_peak();
     let saved0 = saved_bytes();

@@ -50,6 +50,9 @@ fn measure(weights: &[Tensor<f32>], forward: impl Fn() -> Tensor<f32>) -> (usize
         w.zero_grad();
         w.sum().backward();
     }
+    // Freed buffers kept for reuse would serve this step without showing
+    // on the heap: start from an empty cache.
+    tapegrad::memory::empty_cache();
     let heap0 = CountingAllocator::live();
     CountingAllocator::reset_peak();
     let saved0 = saved_bytes();
