@@ -101,4 +101,12 @@ fn saved_bytes_matches_the_heap() {
     assert_eq!(saved_bytes() - saved0, BYTES, "retain_graph keeps them");
     drop(l);
     assert_eq!(saved_bytes(), saved0, "dropping the graph releases them");
+
+    // A result that takes over an operand's buffer outside the graph (under
+    // no_grad) is a leaf: saving it does not count either.
+    let w = Tensor::<f32>::ones(&[N]).set_requires_grad(true);
+    let v = tapegrad::no_grad(|| w * 2.0);
+    let y = &x * &v; // saves v, for x's gradient
+    assert_eq!(saved_bytes(), saved0, "v is a leaf's data, not the graph's");
+    drop(y);
 }

@@ -79,7 +79,8 @@ pub(crate) fn zip_over<T: Float>(
 /// written over `a`'s own elements when no one else can see them; the op's
 /// output, over the same buffer. `None`, `a` untouched, otherwise.
 pub(crate) fn map_into<T: Float>(a: &mut Tensor<T>, f: impl Fn(T) -> T) -> Option<Value<T>> {
-    map_in_place(a, f).then(|| output_over(a))
+    let recorded = should_record(&[a]);
+    map_in_place(a, f).then(|| output_over(a, recorded))
 }
 
 /// As [`map_into`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
@@ -89,13 +90,17 @@ pub(crate) fn zip_into<T: Float>(
     b: &Tensor<T>,
     f: impl Fn(T, T) -> T,
 ) -> Option<Value<T>> {
-    zip_in_place(a, b, f).then(|| output_over(a))
+    let recorded = should_record(&[a, b]);
+    zip_in_place(a, b, f).then(|| output_over(a, recorded))
 }
 
-/// `a`'s data, now an op's output: graph memory if the op is recorded.
-fn output_over<T: Float>(a: &Tensor<T>) -> Value<T> {
+/// `a`'s data, now an op's output: graph memory if the op is recorded (as
+/// `record` marks a buffer an op made).
+fn output_over<T: Float>(a: &Tensor<T>, recorded: bool) -> Value<T> {
     let out = a.value();
-    out.buf.countable.store(true, Ordering::Relaxed);
+    if recorded {
+        out.buf.countable.store(true, Ordering::Relaxed);
+    }
     out
 }
 
