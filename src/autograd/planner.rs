@@ -109,7 +109,7 @@ pub struct Segment {
     pub start: usize,
     /// One past the last layer.
     pub end: usize,
-    /// Run under a [`checkpoint`] (else plainly, each layer keeping what it
+    /// Run under a [`checkpoint()`] (else plainly, each layer keeping what it
     /// saves).
     pub checkpointed: bool,
     /// The saved bytes it keeps from the forward until its backward.
@@ -531,7 +531,7 @@ impl Plan {
     }
 
     /// Runs `layers` on `input` as planned: each checkpointed segment under
-    /// [`checkpoint`], the plain layers as they are. See [`Plan`] for an
+    /// [`checkpoint()`], the plain layers as they are. See [`Plan`] for an
     /// example.
     ///
     /// **Panics** if the segments do not cover `layers` in order (a plan
