@@ -26,8 +26,8 @@ pub(crate) type Grads<T> = SmallVec<[Option<Tensor<T>>; 2]>;
 /// gradients of the inputs. Written with Tensor ops, so that under
 /// `create_graph` it records a graph of its own (higher-order gradients).
 /// The rule owns the gradient: the operators, given a tensor no one else
-/// holds, write their result over it (a chain's backward then allocates
-/// nothing).
+/// holds, write their result over it (most of a chain's backward then
+/// allocates nothing).
 pub(crate) type Rule<T> = dyn Fn(&Ctx<'_, T>, Tensor<T>) -> Grads<T> + Send + Sync;
 
 /// Where the gradient of one input goes.
