@@ -75,6 +75,27 @@ pub(crate) fn zip_over<T: Float>(
     }
 }
 
+/// `f(a, b)` elementwise for an op that consumes `a` and records itself.
+/// `Ok`: the result, when no op is recorded and `a` could be written over
+/// ([`zip_over`]). `Err`: `a` back with the output for the op to record,
+/// written over `a`'s buffer when the op does not save `a` (`saves_a`) and
+/// no one else sees it ([`zip_into`]), else in a fresh one.
+pub(crate) fn zip_consume<T: Float>(
+    op: &str,
+    a: Tensor<T>,
+    b: &Tensor<T>,
+    saves_a: bool,
+    f: impl Fn(T, T) -> T,
+) -> Result<Tensor<T>, (Tensor<T>, Value<T>)> {
+    let mut a = match zip_over(a, b, &f) {
+        Ok(done) => return Ok(done),
+        Err(a) => a,
+    };
+    let out = if saves_a { None } else { zip_into(&mut a, b, &f) };
+    let out = out.unwrap_or_else(|| zip_map(op, &a.data(), &b.data(), &f));
+    Err((a, out))
+}
+
 /// For an op that consumes `a` and does not save it: `f` of every element,
 /// written over `a`'s own elements when no one else can see them; the op's
 /// output, over the same buffer. `None`, `a` untouched, otherwise.

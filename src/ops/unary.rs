@@ -5,7 +5,7 @@
 //! the input is 0, as it should be.
 
 use crate::autograd::node::{record, Save};
-use crate::ops::kernels::{map, zip_map, zip_over};
+use crate::ops::kernels::{map, zip_consume};
 use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::smallvec;
@@ -50,11 +50,11 @@ impl<T: Float> Tensor<T> {
     /// `threshold_backward`). Consumes `self`, to write over it when it can
     /// ([`zip_over`]).
     pub(crate) fn mul_step(self, x: &Tensor<T>, step: impl Step<T>) -> Tensor<T> {
-        let g = match zip_over(self, x, |g, v| g * step(v)) {
+        // Saves `x` only: the result may take over `self`'s buffer.
+        let (g, out) = match zip_consume("mul_step", self, x, false, |g, v| g * step(v)) {
             Ok(done) => return done,
-            Err(g) => g,
+            Err(rest) => rest,
         };
-        let out = zip_map("mul_step", &g.data(), &x.data(), |g, v| g * step(v));
         let x_shape = dims(x.shape());
         record(
             "StepBackward",
@@ -307,12 +307,10 @@ impl<T: Float> Tensor<T> {
 /// instead of four: W1's backward is mostly this). Differentiable, for
 /// `create_graph`: by `1 - y²` in `g` and `-2 g y` in `y`.
 fn tanh_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let f = |g: T, y: T| g * (T::one() - y * y);
-    let g = match zip_over(g, y, f) {
+    let (g, out) = match zip_consume("tanh_backward", g, y, true, |g, y| g * (T::one() - y * y)) {
         Ok(done) => return done,
-        Err(g) => g,
+        Err(rest) => rest,
     };
-    let out = zip_map("tanh_backward", &g.data(), &y.data(), f);
     let saves = [Save::Input(0), Save::Input(1)];
     record("TanhBackwardBackward", &[&g, y], out, &saves, |ctx, gg| {
         let y = ctx.input(1);
@@ -326,12 +324,10 @@ fn tanh_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
 /// `g y (1 - y)`, the gradient of `y = σ(x)`, in one pass. Differentiable:
 /// by `y (1 - y)` in `g` and `g (1 - 2y)` in `y`.
 fn sigmoid_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let f = |g: T, y: T| g * y * (T::one() - y);
-    let g = match zip_over(g, y, f) {
+    let (g, out) = match zip_consume("sigmoid_backward", g, y, true, |g, y| g * y * (T::one() - y)) {
         Ok(done) => return done,
-        Err(g) => g,
+        Err(rest) => rest,
     };
-    let out = zip_map("sigmoid_backward", &g.data(), &y.data(), f);
     let saves = [Save::Input(0), Save::Input(1)];
     record("SigmoidBackwardBackward", &[&g, y], out, &saves, |ctx, gg| {
         let y = ctx.input(1);
