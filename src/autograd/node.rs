@@ -270,30 +270,24 @@ impl<T: Float> Ctx<'_, T> {
 
     /// The value saved as input `i`.
     pub(crate) fn input(&self, i: usize) -> Tensor<T> {
-        self.unpack(Role::Input(i))
+        self.unpack(Some(Role::Input(i)))
     }
 
     /// The saved output.
     pub(crate) fn output(&self) -> Tensor<T> {
-        self.unpack(Role::Output)
+        self.unpack(Some(Role::Output))
     }
 
     /// The one value an op saved, whatever its role (for unary ops, so that
     /// their rule need not carry which one it was).
     pub(crate) fn only_saved(&self) -> Tensor<T> {
-        let role = self.node.saved_lock().values.first().map(|s| s.role);
-        self.unpack(role.unwrap_or(Role::Output))
+        self.unpack(None)
     }
 
-    fn unpack(&self, role: Role) -> Tensor<T> {
+    /// The value saved as `wanted` (`None`: the first one saved).
+    fn unpack(&self, wanted: Option<Role>) -> Tensor<T> {
         let name = self.node.name;
-        let filled = self
-            .filled
-            .borrow()
-            .iter()
-            .find(|f| f.0 == role)
-            .map(|f| f.1.clone());
-        let placeholder = {
+        let (role, placeholder) = {
             let state = self.node.saved_lock();
             if state.freed {
                 panic!(
@@ -302,14 +296,24 @@ impl<T: Float> Ctx<'_, T> {
                      GradOptions) to the first backward if you need to backward through it again"
                 )
             }
-            let s = state.values.iter().find(|s| s.role == role);
-            let s = s.unwrap_or_else(|| panic!("{name}: internal error: {role:?} was not saved"));
+            let s = match wanted {
+                Some(role) => state.values.iter().find(|s| s.role == role),
+                None => state.values.first(),
+            };
+            let s = s.unwrap_or_else(|| panic!("{name}: internal error: {wanted:?} was not saved"));
             s.check_version(name);
-            match (&s.data, filled) {
+            let filled = self
+                .filled
+                .borrow()
+                .iter()
+                .find(|f| f.0 == s.role)
+                .map(|f| f.1.clone());
+            let source = match (&s.data, filled) {
                 (_, Some(value)) => Err(value),
                 (SavedData::Held(h), None) => Err(h.value.clone()),
                 (SavedData::Placeholder { frame, index }, None) => Ok((frame.clone(), *index)),
-            }
+            };
+            (s.role, source)
         };
         // A placeholder is filled by its checkpoint's re-run, with no lock
         // held.
