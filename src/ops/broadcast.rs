@@ -83,8 +83,8 @@ impl<T: Float> Tensor<T> {
         let mut axes = (0..self.ndim())
             .rev()
             .filter(|&i| i < lead || (shape[i - lead] == 1 && self.shape()[i] != 1));
-        let v = self.value();
-        let mut sum = v.view().sum_axis(Axis(axes.next().expect("the shapes differ")));
+        let first = Axis(axes.next().expect("the shapes differ"));
+        let mut sum = self.data().view().sum_axis(first);
         for i in axes {
             sum = sum.sum_axis(Axis(i));
         }

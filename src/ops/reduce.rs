@@ -18,10 +18,12 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn sum(&self) -> Tensor<T> {
         // d Σx = dx broadcast to every element
-        let v = self.value();
-        let total = match v.as_slice() {
-            Some(s) => s.iter().copied().sum(),
-            None => v.view().sum(),
+        let total = {
+            let v = self.data();
+            match v.as_slice() {
+                Some(s) => s.iter().copied().sum(),
+                None => v.view().sum(),
+            }
         };
         let shape = dims(self.shape());
         record("SumBackward", &[self], Value::scalar(total), &[], move |_, g| {
@@ -53,7 +55,7 @@ impl<T: Float> Tensor<T> {
     pub fn sum_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("sum_dim", dim, self.shape());
         // d Σ_dim x = dx broadcast along dim
-        let mut sum = self.value().view().sum_axis(Axis(dim));
+        let mut sum = self.data().view().sum_axis(Axis(dim));
         if keepdim {
             sum = sum.insert_axis(Axis(dim));
         }
@@ -64,7 +66,7 @@ impl<T: Float> Tensor<T> {
             Value::from_array(sum),
             &[],
             move |_, g| {
-                let g = if keepdim { g.clone() } else { g.unsqueeze(dim) };
+                let g = if keepdim { g } else { g.unsqueeze(dim) };
                 smallvec![Some(g.broadcast_to(&shape))]
             },
         )
@@ -187,7 +189,7 @@ impl<T: Float> Tensor<T> {
         let saved_indices = Arc::new(indices.clone());
         let shape = dims(self.shape());
         let out = record(name, &[self], out, &[], move |_, g| {
-            let g = if keepdim { g.clone() } else { g.unsqueeze(dim) };
+            let g = if keepdim { g } else { g.unsqueeze(dim) };
             smallvec![Some(g.scatter_add_to(dim, &saved_indices, &shape))]
         });
         let indices = if keepdim {
