@@ -64,8 +64,12 @@ impl<T: Float> Tensor<T> {
         } else {
             T::one() / (T::one() - p)
         };
-        let u = Tensor::from_vec(rng::uniform::<T>(self.numel()), self.shape());
-        let mask = u.constant_map(|u| if u < p { T::zero() } else { scale });
+        // Made in the uniform draws' own buffer.
+        let draws = rng::uniform::<T>(self.numel()).into_iter();
+        let mask = Tensor::from_vec(
+            draws.map(|u| if u < p { T::zero() } else { scale }).collect(),
+            self.shape(),
+        );
         let out = zip_map("dropout", &self.data(), &mask.data(), |x, m| x * m);
         // d (x m) = m dx. The mask is an input that needs no gradient, made
         // for this op's backward: graph memory.
