@@ -99,19 +99,15 @@ fn step_memory(net: &Net, x: &Tensor<f32>, s: &Strategy, grads_exist: bool) -> (
             p.sum().backward();
         }
     }
-    // Freed buffers kept for reuse would serve this step without showing
-    // on the heap: start from an empty cache.
-    tapegrad::memory::empty_cache();
-    let heap0 = CountingAllocator::live();
-    CountingAllocator::reset_peak();
-    let saved0 = saved_bytes();
-    reset_peak();
-    let loss = s.forward(net, x).sum();
-    let forward = saved_bytes() - saved0;
-    loss.backward();
-    drop(loss);
-    let heap = CountingAllocator::peak() - heap0;
-    (forward, peak_saved_bytes() - saved0, heap)
+    let ((forward, peak_saved), heap) = CountingAllocator::peak_during(|| {
+        let saved0 = saved_bytes();
+        reset_peak();
+        let loss = s.forward(net, x).sum();
+        let forward = saved_bytes() - saved0;
+        loss.backward();
+        (forward, peak_saved_bytes() - saved0)
+    });
+    (forward, peak_saved, heap)
 }
 
 fn memory(net: &Net, x: &Tensor<f32>, s: &Strategy) -> Memory {

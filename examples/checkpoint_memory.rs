@@ -238,18 +238,15 @@ fn main() {
         params
             .iter()
             .for_each(|(w, b)| [w, b].iter().for_each(|p| p.sum().backward()));
-        // Freed buffers kept for reuse would serve this step without showing
-        // on the heap: start from an empty cache.
-        tapegrad::memory::empty_cache();
-        let heap0 = CountingAllocator::live();
-        CountingAllocator::reset_peak();
-        let saved0 = saved_bytes();
-        reset_peak();
-        let counts = tapegrad::recompute_counts();
-        run(&layers, &x, s).sum().backward();
-        let recomputed = tapegrad::recompute_counts() - counts;
-        let peak_saved = (peak_saved_bytes() - saved0) as f64 / MIB;
-        let peak_heap = (CountingAllocator::peak() - heap0) as f64 / MIB;
+        let ((recomputed, peak_saved), peak_heap) = CountingAllocator::peak_during(|| {
+            let saved0 = saved_bytes();
+            reset_peak();
+            let counts = tapegrad::recompute_counts();
+            run(&layers, &x, s).sum().backward();
+            let recomputed = tapegrad::recompute_counts() - counts;
+            (recomputed, (peak_saved_bytes() - saved0) as f64 / MIB)
+        });
+        let peak_heap = peak_heap as f64 / MIB;
         // Time (median of 3 steps, gradients set to None before each).
         let ms = median(
             (0..3)

@@ -50,17 +50,11 @@ fn measure(weights: &[Tensor<f32>], forward: impl Fn() -> Tensor<f32>) -> (usize
         w.zero_grad();
         w.sum().backward();
     }
-    // Freed buffers kept for reuse would serve this step without showing
-    // on the heap: start from an empty cache.
-    tapegrad::memory::empty_cache();
-    let heap0 = CountingAllocator::live();
-    CountingAllocator::reset_peak();
     let saved0 = saved_bytes();
-    reset_peak();
-    let loss = forward().sum();
-    loss.backward();
-    drop(loss);
-    let heap = CountingAllocator::peak() - heap0;
+    let ((), heap) = CountingAllocator::peak_during(|| {
+        reset_peak();
+        forward().sum().backward();
+    });
     let saved = peak_saved_bytes() - saved0;
     assert_eq!(saved_bytes(), saved0, "backward released what was saved");
     let grads = weights.iter().map(|w| w.grad().unwrap().to_vec()).collect();

@@ -67,4 +67,12 @@ fn a_warm_training_step_reuses_its_buffers() {
         CountingAllocator::live() + cached <= live,
         "empty_cache gives the memory back"
     );
+
+    // peak_during starts from an empty cache: a buffer that a cached one of
+    // the same length would have served shows on the heap.
+    drop(Tensor::<f32>::zeros(&[1 << 16]));
+    assert!(tapegrad::memory::cached_bytes() >= 256 << 10);
+    let (t, peak) = CountingAllocator::peak_during(|| Tensor::<f32>::zeros(&[1 << 16]));
+    assert!(peak >= 256 << 10, "the new buffer's {peak} bytes show");
+    drop(t);
 }

@@ -123,6 +123,18 @@ impl CountingAllocator {
         HEAP_PEAK.store(HEAP_LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
+    /// Runs `f`, and returns its result and the heap's high-water mark
+    /// during it above what was live when it started. The buffer cache is
+    /// emptied first: cached buffers would serve `f` without showing on the
+    /// heap (see [`empty_cache`]).
+    pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        empty_cache();
+        let before = Self::live();
+        Self::reset_peak();
+        let out = f();
+        (out, Self::peak() - before)
+    }
+
     fn grew(by: usize) {
         let now = HEAP_LIVE.fetch_add(by, Ordering::Relaxed) + by;
         HEAP_PEAK.fetch_max(now, Ordering::Relaxed);
