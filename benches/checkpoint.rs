@@ -63,20 +63,10 @@ impl Strategy {
             Strategy::Plain => net.layers.iter().fold(x.clone(), |h, f| f(&h)),
             Strategy::Sequential(s) => tapegrad::checkpoint_sequential(&net.layers, *s, x),
             Strategy::SaveDots(s) => {
-                let size = net.layers.len() / s;
-                let mut h = x.clone();
-                for k in 0..s - 1 {
-                    let part: Vec<Layer<f32>> = net.layers[k * size..(k + 1) * size].to_vec();
-                    let opts = CheckpointOptions {
-                        policy: CheckpointPolicy::SaveDots,
-                    };
-                    h = tapegrad::checkpoint_with(
-                        move |xs| part.iter().fold(xs[0].clone(), |h, f| f(&h)),
-                        &[h],
-                        opts,
-                    );
-                }
-                net.layers[(s - 1) * size..].iter().fold(h, |h, f| f(&h))
+                let opts = CheckpointOptions {
+                    policy: CheckpointPolicy::SaveDots,
+                };
+                tapegrad::checkpoint_sequential_with(&net.layers, *s, x, opts)
             }
             Strategy::Planned(plan) => plan.run(&net.layers, x),
         }

@@ -31,20 +31,10 @@ fn run(layers: &[Layer<f32>], x: &Tensor<f32>, s: &Strategy) -> Tensor<f32> {
         Strategy::Plain => layers.iter().fold(x.clone(), |h, f| f(&h)),
         Strategy::Sequential(n) => tapegrad::checkpoint_sequential(layers, *n, x),
         Strategy::SaveDots(n) => {
-            let size = layers.len() / n;
-            let mut h = x.clone();
-            for k in 0..n - 1 {
-                let part: Vec<Layer<f32>> = layers[k * size..(k + 1) * size].to_vec();
-                let opts = CheckpointOptions {
-                    policy: CheckpointPolicy::SaveDots,
-                };
-                h = tapegrad::checkpoint_with(
-                    move |xs| part.iter().fold(xs[0].clone(), |h, f| f(&h)),
-                    &[h],
-                    opts,
-                );
-            }
-            layers[(n - 1) * size..].iter().fold(h, |h, f| f(&h))
+            let opts = CheckpointOptions {
+                policy: CheckpointPolicy::SaveDots,
+            };
+            tapegrad::checkpoint_sequential_with(layers, *n, x, opts)
         }
         Strategy::Planned(plan) => plan.run(layers, x),
     }

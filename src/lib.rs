@@ -41,9 +41,9 @@ mod tensor;
 pub mod testing;
 
 pub use autograd::checkpoint::{
-    checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_sequential, checkpoint_with,
-    print_saved_residuals, recompute_counts, saved_residuals, CheckpointOptions, CheckpointPolicy, Layer,
-    RecomputeCounts, SavedResidual,
+    checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_sequential, checkpoint_sequential_with,
+    checkpoint_with, print_saved_residuals, recompute_counts, saved_residuals, CheckpointOptions,
+    CheckpointPolicy, Layer, RecomputeCounts, SavedResidual,
 };
 pub use autograd::custom::CustomOp;
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};

@@ -327,6 +327,15 @@ fn checkpoint_sequential_matches_the_plain_run() {
         });
         assert_eq!(plain, seq, "{segments} segments");
     }
+    // With options: SaveDots in every checkpointed piece (two pieces of 2
+    // layers, then 3 plain layers) re-runs the pieces, no product.
+    let before = tapegrad::recompute_counts();
+    let dots = gradients(&net, &x, |x| {
+        tapegrad::checkpoint_sequential_with(&layers, 3, x, SAVE_DOTS)
+    });
+    let done = tapegrad::recompute_counts() - before;
+    assert_eq!(plain, dots);
+    assert_eq!((done.reruns, done.matmuls, done.reused_matmuls), (2, 0, 4));
 }
 
 #[test]

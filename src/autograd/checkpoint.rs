@@ -588,6 +588,19 @@ where
 ///
 /// **Panics** unless `1 <= segments <= layers.len()`.
 pub fn checkpoint_sequential<T: Float>(layers: &[Layer<T>], segments: usize, input: &Tensor<T>) -> Tensor<T> {
+    checkpoint_sequential_with(layers, segments, input, CheckpointOptions::default())
+}
+
+/// [`checkpoint_sequential`] with [`CheckpointOptions`] for every
+/// checkpointed piece (`CheckpointPolicy::SaveDots`, say).
+///
+/// **Panics** unless `1 <= segments <= layers.len()`.
+pub fn checkpoint_sequential_with<T: Float>(
+    layers: &[Layer<T>],
+    segments: usize,
+    input: &Tensor<T>,
+    opts: CheckpointOptions,
+) -> Tensor<T> {
     assert!(
         segments >= 1 && segments <= layers.len(),
         "checkpoint_sequential: {segments} segments for {} layers (need 1 to {})",
@@ -598,7 +611,7 @@ pub fn checkpoint_sequential<T: Float>(layers: &[Layer<T>], segments: usize, inp
     let mut x = input.clone();
     for s in 0..segments - 1 {
         let part: Vec<_> = layers[s * size..(s + 1) * size].to_vec();
-        x = checkpoint(move |xs| run_layers(&part, &xs[0]), &[x]);
+        x = checkpoint_with(move |xs| run_layers(&part, &xs[0]), &[x], opts);
     }
     run_layers(&layers[(segments - 1) * size..], &x)
 }
