@@ -15,6 +15,7 @@ use crate::storage::{dims, Dims, Value};
 use crate::tensor::{Tensor, TensorImpl};
 use crate::Float;
 use smallvec::SmallVec;
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -222,28 +223,109 @@ impl<T: Float> Node<T> {
 }
 
 impl<T: Float, R: ?Sized> Drop for Node<T, R> {
-    /// Unlinks a chain of nodes with a loop instead of recursion, so that
-    /// dropping a graph of a million ops needs no deep stack.
+    /// Unlinks the graph below with a loop instead of recursion, so that
+    /// dropping a graph of a million ops needs no deep stack, whatever its
+    /// shape (chains, an input used twice, diamonds, shared subgraphs).
     fn drop(&mut self) {
-        let mut stack: Vec<Arc<Node<T>>> = Vec::new();
-        take_node_edges(&mut self.edges, &mut stack);
-        while let Some(mut node) = stack.pop() {
-            // Emptied in place (moving a node out of its Arc copies it), then
-            // dropped with no edges left to follow.
-            if let Some(node) = Arc::get_mut(&mut node) {
-                take_node_edges(&mut node.edges, &mut stack);
-            }
+        let inputs = take_inputs(&mut self.edges);
+        if !inputs.is_empty() {
+            unlink(inputs);
         }
     }
 }
 
-/// Moves onto `stack` the input nodes that this drop would free (the
-/// others are only released: no allocation for a graph that lives on).
-fn take_node_edges<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>, stack: &mut Vec<Arc<Node<T>>>) {
+/// Input nodes a dropped node let go of.
+type Inputs<T> = SmallVec<[Arc<Node<T>>; 2]>;
+
+/// Moves every input node out of `edges` (the others stay: leaves are weak).
+fn take_inputs<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>) -> Inputs<T> {
+    let mut inputs = Inputs::new();
     for edge in edges.iter_mut() {
-        if matches!(edge, Edge::Node(n) if Arc::strong_count(n) == 1) {
+        if matches!(edge, Edge::Node(_)) {
             if let Edge::Node(n) = std::mem::replace(edge, Edge::None) {
-                stack.push(n);
+                inputs.push(n);
+            }
+        }
+    }
+    inputs
+}
+
+/// The nodes the drop loop running on this thread has yet to unlink.
+struct Unlinking<T: Float> {
+    running: bool,
+    nodes: Vec<Arc<Node<T>>>,
+}
+
+impl<T: Float> Unlinking<T> {
+    const fn new() -> Self {
+        Unlinking {
+            running: false,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+thread_local! {
+    static UNLINKING_F32: RefCell<Unlinking<f32>> = const { RefCell::new(Unlinking::new()) };
+    static UNLINKING_F64: RefCell<Unlinking<f64>> = const { RefCell::new(Unlinking::new()) };
+}
+
+/// `f` on this thread's [`Unlinking`] list of `T`; `None` while the thread's
+/// locals are being destroyed.
+fn with_unlinking<T: Float, R>(f: impl FnOnce(&mut Unlinking<T>) -> R) -> Option<R> {
+    fn on<U: Float, T: Float, R>(
+        key: &'static std::thread::LocalKey<RefCell<Unlinking<U>>>,
+        f: impl FnOnce(&mut Unlinking<T>) -> R,
+    ) -> Option<R> {
+        key.try_with(|cell| {
+            let mut list = cell.try_borrow_mut().ok()?;
+            (&mut *list as &mut dyn Any).downcast_mut::<Unlinking<T>>().map(f)
+        })
+        .ok()
+        .flatten()
+    }
+    match TypeId::of::<T>() == TypeId::of::<f32>() {
+        true => on(&UNLINKING_F32, f),
+        false => on(&UNLINKING_F64, f),
+    }
+}
+
+/// Drops `inputs` and every node only they kept alive, one at a time.
+///
+/// A node is emptied of its input edges before it is dropped, so its own
+/// drop has nothing to follow; whatever else its drop releases (a saved
+/// checkpoint frame, a tensor a custom op held) may drop nodes in turn, and
+/// those hand their inputs to the loop already running on this thread. A
+/// node still held elsewhere is only released: its last holder, maybe a
+/// later entry of the list, unlinks it. So the stack never grows with the
+/// graph, and a graph that lives on costs no walk.
+fn unlink<T: Float>(mut inputs: Inputs<T>) {
+    let running = with_unlinking::<T, _>(|u| {
+        u.nodes.extend(inputs.drain(..));
+        std::mem::replace(&mut u.running, true)
+    });
+    match running {
+        Some(true) => {} // handed over to the running loop
+        Some(false) => {
+            while let Some(mut node) = with_unlinking::<T, _>(|u| u.nodes.pop()).flatten() {
+                if let Some(node) = Arc::get_mut(&mut node) {
+                    let mut more = take_inputs(&mut node.edges);
+                    with_unlinking::<T, _>(|u| u.nodes.extend(more.drain(..)));
+                    debug_assert!(more.is_empty(), "the list is reachable inside the loop");
+                }
+            }
+            with_unlinking::<T, _>(|u| {
+                u.running = false;
+                u.nodes.shrink_to(1024);
+            });
+        }
+        None => {
+            // The thread is exiting: a list of our own.
+            let mut stack = inputs.into_vec();
+            while let Some(mut node) = stack.pop() {
+                if let Some(node) = Arc::get_mut(&mut node) {
+                    stack.extend(take_inputs(&mut node.edges));
+                }
             }
         }
     }

@@ -46,3 +46,50 @@ pub fn leaf(data: &[f64], shape: &[usize]) -> Tensor<f64> {
 pub fn to_f64<T: Float>(t: &Tensor<T>) -> Vec<f64> {
     t.to_vec().into_iter().map(Float::as_f64).collect()
 }
+
+/// Runs `body` in a child process: this test binary again, with only the
+/// test `name` selected. An abort there (a stack overflow) or a hang (the
+/// child is killed after `timeout`) then fails this one test instead of
+/// ending the whole run; a panic in `body` fails it too.
+///
+/// `name` must be the test function's name (integration tests have no
+/// module path), so that `--exact` selects it.
+pub fn in_child_process(name: &str, timeout: std::time::Duration, body: impl FnOnce()) {
+    use std::process::{Command, Stdio};
+    const VAR: &str = "TAPEGRAD_CHILD_TEST";
+    if std::env::var(VAR).as_deref() == Ok(name) {
+        body();
+        return;
+    }
+    let log = std::env::temp_dir().join(format!("tapegrad-child-{}-{name}.log", std::process::id()));
+    let file = std::fs::File::create(&log).expect("create the child's log");
+    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(VAR, name)
+        .stdout(Stdio::from(file.try_clone().expect("log handle")))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("spawn the test binary");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    match status {
+        None => panic!("{name}: still running after {timeout:?} (a hang?); its output:\n{output}"),
+        Some(s) if !s.success() => panic!("{name}: the child process failed ({s}); its output:\n{output}"),
+        Some(_) => assert!(
+            output.contains("1 passed"),
+            "{name}: the child process ran no test (is the name right?); its output:\n{output}"
+        ),
+    }
+}
