@@ -194,6 +194,29 @@ impl<T: Float> Tensor<T> {
         read(&self.inner.data)
     }
 
+    /// Reads the data of `a` and `b` together, for an op on two operands.
+    ///
+    /// Never two read locks of one tensor (the same tensor twice is read
+    /// through one), and two tensors are locked in the order of their
+    /// addresses: std's `RwLock` parks a new reader behind a waiting writer,
+    /// so a thread holding one read lock of a tensor and asking for a second,
+    /// or two threads taking two locks in opposite orders, deadlock once an
+    /// in-place write waits between them. (Writers take one lock and hold
+    /// nothing else while they wait.)
+    pub(crate) fn read_pair<R>(a: &Tensor<T>, b: &Tensor<T>, f: impl FnOnce(&Value<T>, &Value<T>) -> R) -> R {
+        if Arc::ptr_eq(&a.inner, &b.inner) {
+            let v = a.data();
+            return f(&v, &v);
+        }
+        if Arc::as_ptr(&a.inner) < Arc::as_ptr(&b.inner) {
+            let va = a.data();
+            f(&va, &b.data())
+        } else {
+            let vb = b.data();
+            f(&a.data(), &vb)
+        }
+    }
+
     /// Whether this tensor's data lives in `buf`.
     pub(crate) fn uses_buffer(&self, buf: &Arc<Buffer<T>>) -> bool {
         Arc::ptr_eq(&read(&self.inner.data).buf, buf)

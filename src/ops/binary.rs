@@ -13,7 +13,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 
 // d(a + b) = da + db
 fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
-    let out = out.unwrap_or_else(|| zip_map("add", &a.data(), &b.data(), |x, y| x + y));
+    let out = out.unwrap_or_else(|| zip_map("add", a, b, |x, y| x + y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record("AddBackward", &[a, b], out, &[], move |ctx, g| {
         smallvec![
@@ -25,7 +25,7 @@ fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 
 // d(a - b) = da - db
 fn sub<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
-    let out = out.unwrap_or_else(|| zip_map("sub", &a.data(), &b.data(), |x, y| x - y));
+    let out = out.unwrap_or_else(|| zip_map("sub", a, b, |x, y| x - y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record("SubBackward", &[a, b], out, &[], move |ctx, g| {
         smallvec![
@@ -50,7 +50,7 @@ fn save_for_other<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> SmallVec<[Save; 2]>
 
 // d(a * b) = b da + a db
 fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
-    let out = out.unwrap_or_else(|| zip_map("mul", &a.data(), &b.data(), |x, y| x * y));
+    let out = out.unwrap_or_else(|| zip_map("mul", a, b, |x, y| x * y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record(
         "MulBackward",
@@ -68,7 +68,7 @@ fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 
 // d(a / b) = da / b - a db / b²
 fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
-    let out = out.unwrap_or_else(|| zip_map("div", &a.data(), &b.data(), |x, y| x / y));
+    let out = out.unwrap_or_else(|| zip_map("div", a, b, |x, y| x / y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     let saves: &[Save] = if b.requires_grad() {
         &[Save::Input(0), Save::Input(1)]
@@ -146,7 +146,7 @@ impl<T: Float> Tensor<T> {
         // formulas meet 0 * inf: the da part is 0 where b = 0 (computed as
         // b a^(b - 1 + [b = 0])), the db part where a = 0 and b >= 0
         // (computed as ln(a + m) (1 - m) with m the mask of those places).
-        let out = zip_map("pow", &self.data(), &exponent.data(), T::powf);
+        let out = zip_map("pow", self, exponent, T::powf);
         let (sa, sb) = (dims(self.shape()), dims(exponent.shape()));
         let saves = [Save::Input(0), Save::Input(1), Save::Output];
         record("PowBackward", &[self, exponent], out, &saves, move |ctx, g| {
@@ -156,7 +156,7 @@ impl<T: Float> Tensor<T> {
                 (&g * &b * a.pow(&(&b - T::one() + zero_exponent))).sum_to(&sa)
             });
             let gb = ctx.needs_grad(1).then(|| {
-                let zero_base = Tensor::from_value(zip_map("pow", &a.data(), &b.data(), |x, e| {
+                let zero_base = Tensor::from_value(zip_map("pow", &a, &b, |x, e| {
                     if x == T::zero() && e >= T::zero() {
                         T::one()
                     } else {
@@ -212,7 +212,7 @@ impl<T: Float> Tensor<T> {
                 x
             }
         };
-        let out = zip_map(op, &self.data(), &other.data(), pick);
+        let out = zip_map(op, self, other, pick);
         let (sa, sb) = (dims(self.shape()), dims(other.shape()));
         // Each input's share of the gradient is a step function of
         // d = self - other: 1 where it wins, 0 where it loses, ½ at ties,

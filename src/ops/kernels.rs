@@ -21,10 +21,16 @@ pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
     }
 }
 
-/// `f` of every pair of elements, broadcasting `a` and `b` as NumPy does.
+/// `f` of every pair of elements of `a` and `b`, broadcasting them as NumPy
+/// does (`a` and `b` may be one tensor: [`Tensor::read_pair`] reads them).
 ///
 /// **Panics** (naming `op` and both shapes) if they do not broadcast.
-pub(crate) fn zip_map<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn(T, T) -> T) -> Value<T> {
+pub(crate) fn zip_map<T: Float>(op: &str, a: &Tensor<T>, b: &Tensor<T>, f: impl Fn(T, T) -> T) -> Value<T> {
+    Tensor::read_pair(a, b, |a, b| zip_values(op, a, b, f))
+}
+
+/// [`zip_map`] on the operands' data.
+fn zip_values<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn(T, T) -> T) -> Value<T> {
     if a.shape == b.shape {
         if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
             let data = collect_data(x.len(), x.iter().zip(y).map(|(&x, &y)| f(x, y)));
@@ -92,7 +98,7 @@ pub(crate) fn zip_consume<T: Float>(
         Err(a) => a,
     };
     let out = if saves_a { None } else { zip_into(&mut a, b, &f) };
-    let out = out.unwrap_or_else(|| zip_map(op, &a.data(), &b.data(), &f));
+    let out = out.unwrap_or_else(|| zip_map(op, &a, b, &f));
     Err((a, out))
 }
 

@@ -83,12 +83,9 @@ impl<T: Float> Tensor<T> {
             target.shape()
         );
         let zero = T::zero();
-        let out = zip_map(
-            "binary_cross_entropy_with_logits",
-            &self.data(),
-            &target.data(),
-            |x, t| x.max(zero) - x * t + (-x.abs()).exp().ln_1p(),
-        );
+        let out = zip_map("binary_cross_entropy_with_logits", self, target, |x, t| {
+            x.max(zero) - x * t + (-x.abs()).exp().ln_1p()
+        });
         // d/dx = σ(x) - t, d/dt = -x
         let per_element = record(
             "BinaryCrossEntropyWithLogitsBackward",

@@ -70,7 +70,7 @@ impl<T: Float> Tensor<T> {
             draws.map(|u| if u < p { T::zero() } else { scale }).collect(),
             self.shape(),
         );
-        let out = zip_map("dropout", &self.data(), &mask.data(), |x, m| x * m);
+        let out = zip_map("dropout", self, &mask, |x, m| x * m);
         // d (x m) = m dx. The mask is an input that needs no gradient, made
         // for this op's backward: graph memory.
         if should_record(&[self]) {
