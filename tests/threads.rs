@@ -117,3 +117,47 @@ fn ops_reading_two_tensors_in_both_orders_while_both_are_written() {
         },
     );
 }
+
+#[test]
+fn a_leafs_gradient_is_never_seen_missing_while_another_thread_adds_to_it() {
+    // The slot was emptied during the sum; a reader must see the old or the
+    // new gradient, and every backward's gradient must arrive.
+    let x = Tensor::<f64>::ones(&[64]).set_requires_grad(true);
+    (&x * 1.0).sum().backward();
+    let stop = Arc::new(AtomicBool::new(false));
+    let backwards: Vec<_> = (0..2)
+        .map(|_| {
+            let (x, stop) = (x.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    (&x * 1.0).sum().backward();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let (mut reads, mut missing) = (0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < RACE {
+        match x.grad() {
+            Some(_) => reads += 1,
+            None => missing += 1,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let runs: u64 = 1 + backwards.into_iter().map(|h| h.join().unwrap()).sum::<u64>();
+    assert_eq!(
+        missing,
+        0,
+        "x.grad() was None {missing} times in {} reads",
+        reads + missing
+    );
+    let g = x.grad().unwrap().to_vec();
+    assert!(
+        g.iter().all(|&v| v == runs as f64),
+        "{runs} backwards, gradient {:?}",
+        &g[..4]
+    );
+}

@@ -434,24 +434,16 @@ fn deliver_to_leaf<T: Float>(
     }
 }
 
-/// Adds `g` to a leaf's `.grad`. The slot is not locked during the sum (no
-/// lock across a kernel); if another backward stored a gradient meanwhile,
-/// the sum is taken again with it.
+/// Adds `g` to a leaf's `.grad`. The slot stays locked during the sum, so
+/// that a reader (`grad()` on another thread) sees the old gradient or the
+/// new one, never an empty slot, and concurrent backwards lose nothing. The
+/// sum is an elementwise add: it runs no user code and takes no other
+/// gradient slot, so holding the lock cannot close a cycle.
 fn accumulate_into_leaf<T: Float>(leaf: &Tensor<T>, g: Tensor<T>, create_graph: bool) {
     // A handle of its own, so that a later in-place sum into this `.grad`
     // cannot reach a tensor that someone else holds.
-    let mut sum = if create_graph { g } else { own_handle(&g) };
-    loop {
-        let mut acc = leaf.grad_slot().take();
-        accumulate(&mut acc, sum, create_graph);
-        let mut slot = leaf.grad_slot();
-        if slot.is_none() {
-            *slot = acc;
-            return;
-        }
-        // Another backward stored a gradient meanwhile: add ours to it.
-        sum = acc.expect("accumulate leaves Some");
-    }
+    let g = if create_graph { g } else { own_handle(&g) };
+    accumulate(&mut leaf.grad_slot(), g, create_graph);
 }
 
 /// A handle not shared with anyone, over contiguous data.
