@@ -32,6 +32,7 @@
 
 pub mod autograd;
 mod float;
+mod layout;
 mod ops;
 mod pool;
 mod rng;

@@ -7,7 +7,7 @@
 //! uniquely (`Arc::get_mut`); otherwise the writer makes a fresh copy
 //! (copy-on-write), which is why views and saved values are snapshots.
 
-use crate::{pool, Float};
+use crate::{layout, pool, Float};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -148,7 +148,7 @@ impl<T: Float> Value<T> {
     /// **Panics** if `data.len()` is not the product of `shape`.
     pub(crate) fn from_vec(data: impl Into<Data<T>>, shape: &[usize]) -> Self {
         let data = data.into();
-        let n: usize = shape.iter().product();
+        let n = layout::numel("from_vec", shape);
         assert_eq!(
             data.len(),
             n,
@@ -219,9 +219,11 @@ impl<T: Float> Value<T> {
             return ArrayViewD::from_shape(IxDyn(&self.shape), &[]).expect("empty view");
         }
         let strides = IxDyn(&self.strides);
-        // SAFETY: the layout was built by this crate so that every index in
-        // `shape` lands inside `buf.data` (offset + sum((d-1)*stride) < len);
-        // strides are non-negative; the buffer outlives the borrow of `self`.
+        // SAFETY: every index in `shape` lands inside `buf.data` (offset +
+        // sum((d-1)*stride) < len): a layout is row-major over a buffer of
+        // its length (`from_vec` checks it), ndarray's own (`from_array`), or
+        // a view that `with_layout` checked; strides are non-negative; the
+        // buffer outlives the borrow of `self`.
         unsafe {
             ArrayViewD::from_shape_ptr(
                 IxDyn(&self.shape).strides(strides),
@@ -254,12 +256,42 @@ impl<T: Float> Value<T> {
     }
 
     /// The same buffer seen with another layout (a view).
+    ///
+    /// **Panics** if the layout reaches outside the buffer: [`Value::view`]'s
+    /// unsafe read relies on every layout staying inside, and every view op
+    /// builds its layout here.
     pub(crate) fn with_layout(&self, shape: Dims, strides: Dims, offset: usize) -> Value<T> {
+        let end = layout::end_of(&shape, &strides, offset);
+        assert!(
+            end.is_some_and(|end| end <= self.buf.data.len().max(offset)),
+            "internal error: a view of shape {shape:?}, strides {strides:?} and offset {offset} reaches outside its buffer of {} elements",
+            self.buf.data.len()
+        );
         Value {
             buf: self.buf.clone(),
             shape,
             strides,
             offset,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "reaches outside its buffer of 6 elements")]
+    fn a_view_reaching_past_its_buffer_is_refused() {
+        let v = Value::<f32>::from_vec(vec![0.0; 6], &[2, 3]);
+        let _ = v.with_layout(dims(&[2, 3]), dims(&[3, 1]), 1);
+    }
+
+    #[test]
+    fn views_inside_their_buffer_and_empty_views_are_accepted() {
+        let v = Value::<f32>::from_vec((0..6).map(|i| i as f32).collect::<Vec<_>>(), &[2, 3]);
+        let t = v.with_layout(dims(&[3, 2]), dims(&[1, 3]), 0);
+        assert_eq!(t.to_vec(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(v.with_layout(dims(&[2, 0]), dims(&[3, 1]), 9).numel(), 0);
     }
 }

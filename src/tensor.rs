@@ -4,7 +4,7 @@
 use crate::autograd::node::{Edge, Node};
 pub(crate) use crate::storage::dims;
 use crate::storage::{filled, Buffer, Dims, Value};
-use crate::{rng, Float};
+use crate::{layout, rng, Float};
 use ndarray::{ArrayD, ArrayViewD};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -131,7 +131,7 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(t.to_vec(), vec![7.0, 7.0]);
     /// ```
     pub fn full(shape: &[usize], v: T) -> Self {
-        Self::from_value(Value::from_vec(filled(v, shape.iter().product()), shape))
+        Self::from_value(Value::from_vec(filled(v, layout::numel("full", shape)), shape))
     }
 
     /// A tensor of zeros.
@@ -161,7 +161,7 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(t.numel(), 12);
     /// ```
     pub fn randn(shape: &[usize]) -> Self {
-        Self::from_vec(rng::normal(shape.iter().product()), shape)
+        Self::from_vec(rng::normal(layout::numel("randn", shape)), shape)
     }
 
     /// Samples uniform in [0, 1), drawn from this thread's generator.
@@ -171,7 +171,7 @@ impl<T: Float> Tensor<T> {
     /// assert!(t.to_vec().iter().all(|&v| (0.0..1.0).contains(&v)));
     /// ```
     pub fn rand(shape: &[usize]) -> Self {
-        Self::from_vec(rng::uniform(shape.iter().product()), shape)
+        Self::from_vec(rng::uniform(layout::numel("rand", shape)), shape)
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::autograd::node::record;
 use crate::storage::{Dims, Value};
 use crate::tensor::dims;
-use crate::{Float, Tensor};
+use crate::{layout, Float, Tensor};
 use ndarray::{Axis, IxDyn};
 use smallvec::smallvec;
 
@@ -26,6 +26,7 @@ pub(crate) fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Dims {
             ),
         };
     }
+    layout::numel(op, &out);
     out
 }
 
@@ -38,6 +39,7 @@ pub(crate) fn check_broadcasts_to(op: &str, from: &[usize], to: &[usize]) {
             .zip(to.iter().rev())
             .all(|(&f, &t)| f == t || f == 1);
     assert!(ok, "{op}: shape {from:?} cannot be broadcast to {to:?}");
+    layout::numel(op, to);
 }
 
 impl<T: Float> Tensor<T> {

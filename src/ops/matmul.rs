@@ -7,7 +7,7 @@ use crate::autograd::node::{record, Save};
 use crate::ops::broadcast::broadcast_shape;
 use crate::ops::kernels::gemm_into;
 use crate::storage::Value;
-use crate::{Float, Tensor};
+use crate::{layout, Float, Tensor};
 use ndarray::{ArrayView2, ArrayViewD, Axis, Ix2};
 use smallvec::{smallvec, SmallVec};
 
@@ -85,6 +85,9 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     let (m, n) = (va.shape()[nd - 2], vb.shape()[nd - 1]);
     // Under a SaveDots checkpoint, a re-run takes the forward's product back.
     let out = checkpoint::dot_or(a, b, || {
+        let mut shape: SmallVec<[usize; 4]> = SmallVec::from_slice(batch);
+        shape.extend([m, n]);
+        layout::numel("matmul", &shape);
         let count: usize = batch.iter().product();
         let size = m * n;
         let mut out: Vec<T> = crate::pool::take(count * size);
@@ -103,8 +106,6 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
             // SAFETY: every element was written by a product above.
             unsafe { out.set_len(count * size) };
         }
-        let mut shape: SmallVec<[usize; 4]> = SmallVec::from_slice(batch);
-        shape.extend([m, n]);
         Value::from_vec(out, &shape)
     });
     // d(A B) = dA B + A dB: gA = g Bᵀ, gB = Aᵀ g (transposes are views, so

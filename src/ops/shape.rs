@@ -3,7 +3,7 @@
 use crate::autograd::node::record;
 use crate::storage::{contiguous_strides, Value};
 use crate::tensor::dims;
-use crate::{Float, Tensor};
+use crate::{layout, Float, Tensor};
 use smallvec::smallvec;
 
 impl<T: Float> Tensor<T> {
@@ -57,7 +57,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if the number of elements differs.
     pub fn reshape(&self, shape: &[usize]) -> Tensor<T> {
-        let n: usize = shape.iter().product();
+        let n = layout::numel("reshape", shape);
         assert_eq!(
             n,
             self.numel(),
@@ -178,7 +178,7 @@ impl<T: Float> Tensor<T> {
         );
         let size = self.shape()[dim];
         assert!(
-            start + len <= size,
+            start.checked_add(len).is_some_and(|end| end <= size),
             "narrow: start {start} + length {len} exceeds the size {size} of dimension {dim} of shape {:?}",
             self.shape()
         );
@@ -242,6 +242,12 @@ impl<T: Float> Tensor<T> {
                 "cat: shapes {first:?} and {s:?} differ outside dimension {dim}"
             );
         }
+        let total = tensors
+            .iter()
+            .try_fold(0usize, |n, t| n.checked_add(t.shape()[dim]));
+        let mut shape = dims(first);
+        shape[dim] = total.unwrap_or(usize::MAX);
+        layout::numel("cat", &shape);
         let values: Vec<_> = tensors.iter().map(Tensor::value).collect();
         let views: Vec<_> = values.iter().map(|v| v.view()).collect();
         let joined = ndarray::concatenate(ndarray::Axis(dim), &views).expect("shapes checked");

@@ -1,0 +1,76 @@
+//! Shape arithmetic, checked: every element count and view offset the
+//! crate computes from a user's shape goes through here, so that a shape
+//! too large for memory is refused with a panic naming the op instead of
+//! wrapping around (and an unsafe read trusting the wrapped layout).
+
+/// The number of elements of `shape`.
+///
+/// **Panics**, naming `op` and the shape, if the product of its non-zero
+/// sizes exceeds `isize::MAX` (ndarray's and `Vec`'s limit; a shape with a
+/// zero size still has to pass, as its strides are computed from the
+/// others).
+pub(crate) fn numel(op: &str, shape: &[usize]) -> usize {
+    let nonzero = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize);
+    match nonzero {
+        Some(_) if shape.contains(&0) => 0,
+        Some(n) => n,
+        None => panic!(
+            "{op}: shape {shape:?} has more elements than can be addressed (the product of its sizes \
+             exceeds isize::MAX = {})",
+            isize::MAX
+        ),
+    }
+}
+
+/// One past the last buffer index a strided layout reaches (`offset` for a
+/// layout of no elements), or `None` if computing it overflows.
+pub(crate) fn end_of(shape: &[usize], strides: &[usize], offset: usize) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(offset);
+    }
+    shape
+        .iter()
+        .zip(strides)
+        .try_fold(offset, |end, (&d, &s)| (d - 1).checked_mul(s)?.checked_add(end))?
+        .checked_add(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numel_counts_and_refuses_overflow() {
+        assert_eq!(numel("t", &[]), 1);
+        assert_eq!(numel("t", &[2, 3, 4]), 24);
+        assert_eq!(numel("t", &[0, 5]), 0);
+        let big = 1usize << 40;
+        for shape in [
+            vec![big, big],
+            vec![(1 << 62) + 4, 4],
+            vec![0, big, big],
+            vec![usize::MAX],
+        ] {
+            let err = std::panic::catch_unwind(|| numel("op", &shape)).expect_err("overflow");
+            let msg = err.downcast_ref::<String>().expect("a message");
+            assert!(
+                msg.starts_with("op: shape") && msg.contains(&format!("{shape:?}")),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn end_of_a_layout() {
+        assert_eq!(end_of(&[2, 3], &[3, 1], 0), Some(6));
+        assert_eq!(end_of(&[2, 3], &[1, 2], 1), Some(7)); // transposed, offset 1
+        assert_eq!(end_of(&[4, 3], &[0, 1], 5), Some(8)); // broadcast rows
+        assert_eq!(end_of(&[0, 3], &[3, 1], 9), Some(9));
+        assert_eq!(end_of(&[3], &[usize::MAX], 0), None);
+        assert_eq!(end_of(&[2], &[1], usize::MAX), None);
+    }
+}
