@@ -4,6 +4,7 @@
 pub(crate) mod binary;
 pub(crate) mod broadcast;
 pub(crate) mod index;
+pub(crate) mod inplace;
 pub(crate) mod kernels;
 pub(crate) mod loss;
 pub(crate) mod matmul;
