@@ -33,6 +33,7 @@
 pub mod autograd;
 mod float;
 mod layout;
+pub mod nn;
 mod ops;
 mod pool;
 mod rng;

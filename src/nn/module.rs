@@ -1,0 +1,65 @@
+//! The [`Module`] trait.
+
+use crate::{Float, Tensor};
+
+/// A layer or a model: a forward function and the tensors it trains.
+///
+/// Every method takes `&self`: modules are shared (`Arc<dyn Module<T>>`
+/// moves into a checkpoint closure or another thread), so a mode flag lives
+/// in an atomic. Modules start in training mode.
+///
+/// ```
+/// use tapegrad::nn::Module;
+/// use tapegrad::prelude::*;
+///
+/// /// y = x · w, one parameter.
+/// struct Scale { w: Tensor<f32> }
+/// impl Module<f32> for Scale {
+///     fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> { x * &self.w }
+///     fn named_parameters(&self) -> Vec<(String, Tensor<f32>)> {
+///         vec![("weight".to_string(), self.w.clone())]
+///     }
+/// }
+///
+/// let m = Scale { w: Tensor::full(&[1], 2.0).set_requires_grad(true) };
+/// assert_eq!(m.forward(&Tensor::full(&[1], 3.0)).item(), 6.0);
+/// assert_eq!(m.parameters().len(), 1);
+/// assert!(m.named_buffers().is_empty());
+/// ```
+pub trait Module<T: Float = f32>: Send + Sync {
+    /// The output for input `x`.
+    fn forward(&self, x: &Tensor<T>) -> Tensor<T>;
+
+    /// Every trainable tensor with its dotted name, in a fixed order:
+    /// PyTorch's names (`"weight"`, `"bias"`; children `"0.weight"`,
+    /// `"fc1.bias"`).
+    fn named_parameters(&self) -> Vec<(String, Tensor<T>)>;
+
+    /// The tensors of [`named_parameters`](Module::named_parameters), in
+    /// the same order.
+    fn parameters(&self) -> Vec<Tensor<T>> {
+        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// State saved with the weights but not trained, with dotted names
+    /// (none by default).
+    fn named_buffers(&self) -> Vec<(String, Tensor<T>)> {
+        Vec::new()
+    }
+
+    /// Switches training mode on or off (modules without a mode ignore it;
+    /// containers forward it to their children).
+    fn set_training(&self, training: bool) {
+        let _ = training;
+    }
+
+    /// `set_training(true)`.
+    fn train(&self) {
+        self.set_training(true);
+    }
+
+    /// `set_training(false)`: dropout becomes the identity.
+    fn eval(&self) {
+        self.set_training(false);
+    }
+}
