@@ -10,6 +10,23 @@
 /// zero size still has to pass, as its strides are computed from the
 /// others).
 pub(crate) fn numel(op: &str, shape: &[usize]) -> usize {
+    // The common case in one pass: no zero size, no overflow.
+    let mut n = 1usize;
+    for &d in shape {
+        match n.checked_mul(d) {
+            Some(m) => n = m,
+            None => return numel_slow(op, shape),
+        }
+    }
+    match n != 0 && n <= isize::MAX as usize {
+        true => n,
+        false => numel_slow(op, shape),
+    }
+}
+
+/// [`numel`] for shapes with a zero size, or too large.
+#[cold]
+fn numel_slow(op: &str, shape: &[usize]) -> usize {
     let nonzero = shape
         .iter()
         .filter(|&&d| d != 0)

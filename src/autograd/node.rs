@@ -227,27 +227,22 @@ impl<T: Float, R: ?Sized> Drop for Node<T, R> {
     /// dropping a graph of a million ops needs no deep stack, whatever its
     /// shape (chains, an input used twice, diamonds, shared subgraphs).
     fn drop(&mut self) {
-        let inputs = take_inputs(&mut self.edges);
-        if !inputs.is_empty() {
-            unlink(inputs);
+        if self.edges.iter().any(|e| matches!(e, Edge::Node(_))) {
+            unlink(&mut self.edges);
         }
     }
 }
 
-/// Input nodes a dropped node let go of.
-type Inputs<T> = SmallVec<[Arc<Node<T>>; 2]>;
-
-/// Moves every input node out of `edges` (the others stay: leaves are weak).
-fn take_inputs<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>) -> Inputs<T> {
-    let mut inputs = Inputs::new();
+/// Moves every input node out of `edges` onto `list` (leaf edges are weak
+/// and stay).
+fn take_inputs<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>, list: &mut Vec<Arc<Node<T>>>) {
     for edge in edges.iter_mut() {
         if matches!(edge, Edge::Node(_)) {
             if let Edge::Node(n) = std::mem::replace(edge, Edge::None) {
-                inputs.push(n);
+                list.push(n);
             }
         }
     }
-    inputs
 }
 
 /// The nodes the drop loop running on this thread has yet to unlink.
@@ -271,7 +266,8 @@ thread_local! {
 }
 
 /// `f` on this thread's [`Unlinking`] list of `T`; `None` while the thread's
-/// locals are being destroyed.
+/// locals are being destroyed. `f` must drop no node (a drop would need the
+/// list).
 fn with_unlinking<T: Float, R>(f: impl FnOnce(&mut Unlinking<T>) -> R) -> Option<R> {
     fn on<U: Float, T: Float, R>(
         key: &'static std::thread::LocalKey<RefCell<Unlinking<U>>>,
@@ -290,7 +286,8 @@ fn with_unlinking<T: Float, R>(f: impl FnOnce(&mut Unlinking<T>) -> R) -> Option
     }
 }
 
-/// Drops `inputs` and every node only they kept alive, one at a time.
+/// Drops the input nodes in `edges` and every node only they kept alive,
+/// one at a time.
 ///
 /// A node is emptied of its input edges before it is dropped, so its own
 /// drop has nothing to follow; whatever else its drop releases (a saved
@@ -299,20 +296,28 @@ fn with_unlinking<T: Float, R>(f: impl FnOnce(&mut Unlinking<T>) -> R) -> Option
 /// node still held elsewhere is only released: its last holder, maybe a
 /// later entry of the list, unlinks it. So the stack never grows with the
 /// graph, and a graph that lives on costs no walk.
-fn unlink<T: Float>(mut inputs: Inputs<T>) {
-    let running = with_unlinking::<T, _>(|u| {
-        u.nodes.extend(inputs.drain(..));
-        std::mem::replace(&mut u.running, true)
+fn unlink<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>) {
+    let start = with_unlinking::<T, _>(|u| {
+        take_inputs(edges, &mut u.nodes);
+        !std::mem::replace(&mut u.running, true)
     });
-    match running {
-        Some(true) => {} // handed over to the running loop
-        Some(false) => {
-            while let Some(mut node) = with_unlinking::<T, _>(|u| u.nodes.pop()).flatten() {
-                if let Some(node) = Arc::get_mut(&mut node) {
-                    let mut more = take_inputs(&mut node.edges);
-                    with_unlinking::<T, _>(|u| u.nodes.extend(more.drain(..)));
-                    debug_assert!(more.is_empty(), "the list is reachable inside the loop");
-                }
+    match start {
+        Some(false) => {} // handed over to the running loop
+        Some(true) => {
+            // Popped with its inputs moved onto the list, then dropped
+            // outside the list's borrow (the drop may add to the list).
+            let next = || {
+                with_unlinking::<T, _>(|u| {
+                    let mut node = u.nodes.pop()?;
+                    if let Some(node) = Arc::get_mut(&mut node) {
+                        take_inputs(&mut node.edges, &mut u.nodes);
+                    }
+                    Some(node)
+                })
+                .flatten()
+            };
+            while let Some(node) = next() {
+                drop(node);
             }
             with_unlinking::<T, _>(|u| {
                 u.running = false;
@@ -321,10 +326,11 @@ fn unlink<T: Float>(mut inputs: Inputs<T>) {
         }
         None => {
             // The thread is exiting: a list of our own.
-            let mut stack = inputs.into_vec();
+            let mut stack = Vec::new();
+            take_inputs(edges, &mut stack);
             while let Some(mut node) = stack.pop() {
                 if let Some(node) = Arc::get_mut(&mut node) {
-                    stack.extend(take_inputs(&mut node.edges));
+                    take_inputs(&mut node.edges, &mut stack);
                 }
             }
         }
@@ -491,4 +497,43 @@ pub(crate) fn record<T: Float>(
         TensorImpl::new(out, Some(node), true)
     });
     Tensor { inner }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CustomOp;
+    use ndarray::ArrayD;
+
+    /// y = x, holding a tensor with history: dropping its node drops that
+    /// tensor's graph from inside a node's drop.
+    struct Holding(#[allow(dead_code)] Tensor<f64>);
+
+    impl CustomOp<f64> for Holding {
+        fn name(&self) -> &str {
+            "Holding"
+        }
+        fn forward(&self, x: &[ArrayD<f64>]) -> ArrayD<f64> {
+            x[0].clone()
+        }
+        fn backward(&self, _: &[ArrayD<f64>], _: &ArrayD<f64>, g: &ArrayD<f64>) -> Vec<Option<ArrayD<f64>>> {
+            vec![Some(g.clone())]
+        }
+    }
+
+    #[test]
+    fn drops_inside_a_drop_are_unlinked_before_the_loop_ends() {
+        let leaf = Tensor::<f64>::ones(&[1]).set_requires_grad(true);
+        let mut h = leaf.clone();
+        let mut weak = Vec::new();
+        for _ in 0..50 {
+            let held = &h * 2.0;
+            weak.push(Arc::downgrade(held.inner.node.as_ref().unwrap()));
+            h = Tensor::apply_op(Arc::new(Holding(held)), &[&h + 0.0]);
+        }
+        drop(h);
+        assert!(weak.iter().all(|w| w.upgrade().is_none()), "every node is freed");
+        let idle = with_unlinking::<f64, _>(|u| !u.running && u.nodes.is_empty());
+        assert_eq!(idle, Some(true), "the loop ended with its list empty");
+    }
 }
