@@ -2,10 +2,10 @@
 //! gradient is summed back to the shape of a broadcast input.
 
 use crate::autograd::node::record;
+use crate::ops::sum::sum_axis;
 use crate::storage::{Dims, Value};
 use crate::tensor::dims;
 use crate::{Float, Tensor};
-use ndarray::{Axis, IxDyn};
 use smallvec::smallvec;
 
 /// The shape `a` and `b` broadcast to.
@@ -83,15 +83,16 @@ impl<T: Float> Tensor<T> {
         let mut axes = (0..self.ndim())
             .rev()
             .filter(|&i| i < lead || (shape[i - lead] == 1 && self.shape()[i] != 1));
-        let first = Axis(axes.next().expect("the shapes differ"));
-        let mut sum = self.data().view().sum_axis(first);
+        let first = axes.next().expect("the shapes differ");
+        let mut sum = sum_axis(&self.data().view(), first);
+        let mut left = dims(self.shape());
+        left.remove(first);
         for i in axes {
-            sum = sum.sum_axis(Axis(i));
+            let partial = Value::from_vec(sum, &left);
+            sum = sum_axis(&partial.view(), i);
+            left.remove(i);
         }
-        let sum = sum
-            .into_shape_with_order(IxDyn(shape))
-            .expect("same number of elements");
-        let out = Value::from_array(sum);
+        let out = Value::from_vec(sum, shape);
         let from = dims(self.shape());
         record("SumToBackward", &[self], out, &[], move |_, g| {
             smallvec![Some(g.broadcast_to(&from))]

@@ -2,6 +2,7 @@
 
 use crate::autograd::node::record;
 use crate::ops::check_dim;
+use crate::ops::sum::{sum_all, sum_axis};
 use crate::storage::Value;
 use crate::tensor::dims;
 use crate::{no_grad, Float, Tensor};
@@ -18,13 +19,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn sum(&self) -> Tensor<T> {
         // d Σx = dx broadcast to every element
-        let total = {
-            let v = self.data();
-            match v.as_slice() {
-                Some(s) => s.iter().copied().sum(),
-                None => v.view().sum(),
-            }
-        };
+        let total = sum_all(&self.data().view());
         let shape = dims(self.shape());
         record("SumBackward", &[self], Value::scalar(total), &[], move |_, g| {
             smallvec![Some(g.broadcast_to(&shape))]
@@ -55,15 +50,18 @@ impl<T: Float> Tensor<T> {
     pub fn sum_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("sum_dim", dim, self.shape());
         // d Σ_dim x = dx broadcast along dim
-        let mut sum = self.data().view().sum_axis(Axis(dim));
+        let sum = sum_axis(&self.data().view(), dim);
+        let mut out_shape = dims(self.shape());
         if keepdim {
-            sum = sum.insert_axis(Axis(dim));
+            out_shape[dim] = 1;
+        } else {
+            out_shape.remove(dim);
         }
         let shape = dims(self.shape());
         record(
             "SumBackward",
             &[self],
-            Value::from_array(sum),
+            Value::from_vec(sum, &out_shape),
             &[],
             move |_, g| {
                 let g = if keepdim { g } else { g.unsqueeze(dim) };
