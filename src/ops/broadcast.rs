@@ -12,21 +12,36 @@ use smallvec::smallvec;
 ///
 /// **Panics**, naming `op` and both shapes, if they are incompatible.
 pub(crate) fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Dims {
+    try_broadcast_shape(a, b).unwrap_or_else(|i| {
+        let n = a.len().max(b.len());
+        let (da, db) = (dim_of(a, i, n), dim_of(b, i, n));
+        panic!("{op}: shapes {a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})")
+    })
+}
+
+/// The shape `a` and `b` broadcast to, or the first dimension (of the
+/// result) where they clash.
+pub(crate) fn try_broadcast_shape(a: &[usize], b: &[usize]) -> Result<Dims, usize> {
     let n = a.len().max(b.len());
     let mut out: Dims = smallvec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
-        out[i] = match (da, db) {
+        out[i] = match (dim_of(a, i, n), dim_of(b, i, n)) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => panic!(
-                "{op}: shapes {a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})"
-            ),
+            _ => return Err(i),
         };
     }
-    out
+    Ok(out)
+}
+
+/// Dimension `i` of `shape` seen as `n` dimensions (1 where it has none).
+fn dim_of(shape: &[usize], i: usize, n: usize) -> usize {
+    if i + shape.len() >= n {
+        shape[i + shape.len() - n]
+    } else {
+        1
+    }
 }
 
 /// **Panics**, naming `op`, unless `from` broadcasts to exactly `to`.
