@@ -1,6 +1,6 @@
 //! Reductions: over everything (to shape `[]`) or along one dimension.
 
-use crate::autograd::node::record;
+use crate::autograd::node::{record, Save};
 use crate::ops::check_dim;
 use crate::ops::sum::{sum_all, sum_axis};
 use crate::storage::Value;
@@ -82,7 +82,8 @@ impl<T: Float> Tensor<T> {
     }
 
     /// The variance along `dim`, unbiased (divided by n - 1, PyTorch's
-    /// default); see [`sum_dim`](Tensor::sum_dim).
+    /// default); see [`sum_dim`](Tensor::sum_dim). NaN along a dimension
+    /// of size 0 or 1, as PyTorch.
     ///
     /// ```
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], &[4]);
@@ -90,8 +91,27 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn var_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("var_dim", dim, self.shape());
-        let d = self - self.mean_dim(dim, true);
-        (&d * &d).sum_dim(dim, keepdim) / T::of(self.shape()[dim] as f64 - 1.0)
+        // Σ (x - mean)² / (n - 1), the divisor at least 0 (as PyTorch's
+        // `correction`), so that an empty dimension gives 0/0.
+        let divisor = T::of(self.shape()[dim].saturating_sub(1) as f64);
+        let out = no_grad(|| {
+            let d = self - self.mean_dim(dim, true);
+            (&d * &d).sum_dim(dim, keepdim) / divisor
+        });
+        // d var = 2 (x - mean) / (n - 1) dx, PyTorch's `var_backward`. (The
+        // composite's gradient would add the mean's term, 0 in exact
+        // arithmetic but NaN where x holds an infinity.)
+        record(
+            "VarBackward",
+            &[self],
+            out.value(),
+            &[Save::Input(0)],
+            move |ctx, g| {
+                let x = ctx.input(0);
+                let g = if keepdim { g } else { g.unsqueeze(dim) };
+                smallvec![Some(g * (&x - x.mean_dim(dim, true)) * (T::of(2.0) / divisor))]
+            },
+        )
     }
 
     /// The largest value along `dim`. The gradient goes to the one element
@@ -210,7 +230,9 @@ impl<T: Float> Tensor<T> {
         // m + ln Σ exp(x - m) with m a constant: the gradient, softmax(x),
         // comes from the composite. An infinite m (all -inf, or +inf) is
         // replaced by 0 so that x - m stays defined.
-        let m = self.max_shift(dim);
+        let m = self
+            .max_shift(dim)
+            .constant_map(|m| if m.is_finite() { m } else { T::zero() });
         let out = (self - &m).exp().sum_dim(dim, true).ln() + m;
         if keepdim {
             out
