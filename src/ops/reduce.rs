@@ -229,7 +229,7 @@ impl<T: Float> Tensor<T> {
         check_dim("logsumexp_dim", dim, self.shape());
         // m + ln Σ exp(x - m) with m a constant: the gradient, softmax(x),
         // comes from the composite. An infinite m (all -inf, or +inf) is
-        // replaced by 0 so that x - m stays defined.
+        // replaced by 0 so that x - m stays defined (as PyTorch).
         let m = self
             .max_shift(dim)
             .constant_map(|m| if m.is_finite() { m } else { T::zero() });
@@ -241,15 +241,15 @@ impl<T: Float> Tensor<T> {
         }
     }
 
-    /// The maximum along `dim` (kept), as a constant with infinities
-    /// replaced by 0 (and 0 along an empty `dim`): the shift that keeps
-    /// `exp` in range.
+    /// The maximum along `dim` (kept), as a constant (0 along an empty
+    /// `dim`): the shift that keeps `exp` in range. Softmax subtracts it as
+    /// it is, as PyTorch (a lane holding +inf or only -inf is NaN).
     pub(crate) fn max_shift(&self, dim: usize) -> Tensor<T> {
         if self.shape()[dim] == 0 {
             let mut kept = dims(self.shape());
             kept[dim] = 1;
             return Tensor::zeros(&kept);
         }
-        no_grad(|| self.max_dim(dim, true)).constant_map(|m| if m.is_finite() { m } else { T::zero() })
+        no_grad(|| self.max_dim(dim, true))
     }
 }
