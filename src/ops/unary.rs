@@ -227,10 +227,13 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if `min > max`.
     pub fn clamp(&self, min: T, max: T) -> Tensor<T> {
-        assert!(!(min > max), "clamp: min {min} is greater than max {max}");
+        let nan_bound = min.is_nan() || max.is_nan();
+        assert!(
+            nan_bound || min <= max,
+            "clamp: min {min} is greater than max {max}"
+        );
         // d clamp(x) = [min <= x <= max] dx (the bounds included, as PyTorch)
         // (NaN stays NaN, as PyTorch; the mask is 0 at a NaN x or bound.)
-        let nan_bound = min.is_nan() || max.is_nan();
         let f = move |x: T| {
             if nan_bound {
                 T::nan()
