@@ -2,32 +2,48 @@
 //! gradient is summed back to the shape of a broadcast input.
 
 use crate::autograd::node::record;
+use crate::ops::sum::sum_axis;
 use crate::storage::{Dims, Value};
 use crate::tensor::dims;
 use crate::{layout, Float, Tensor};
-use ndarray::{Axis, IxDyn};
 use smallvec::smallvec;
 
 /// The shape `a` and `b` broadcast to.
 ///
 /// **Panics**, naming `op` and both shapes, if they are incompatible.
 pub(crate) fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Dims {
+    let out = try_broadcast_shape(a, b).unwrap_or_else(|i| {
+        let n = a.len().max(b.len());
+        let (da, db) = (dim_of(a, i, n), dim_of(b, i, n));
+        panic!("{op}: shapes {a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})")
+    });
+    layout::numel(op, &out);
+    out
+}
+
+/// The shape `a` and `b` broadcast to, or the first dimension (of the
+/// result) where they clash.
+pub(crate) fn try_broadcast_shape(a: &[usize], b: &[usize]) -> Result<Dims, usize> {
     let n = a.len().max(b.len());
     let mut out: Dims = smallvec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
-        out[i] = match (da, db) {
+        out[i] = match (dim_of(a, i, n), dim_of(b, i, n)) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => panic!(
-                "{op}: shapes {a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})"
-            ),
+            _ => return Err(i),
         };
     }
-    layout::numel(op, &out);
-    out
+    Ok(out)
+}
+
+/// Dimension `i` of `shape` seen as `n` dimensions (1 where it has none).
+fn dim_of(shape: &[usize], i: usize, n: usize) -> usize {
+    if i + shape.len() >= n {
+        shape[i + shape.len() - n]
+    } else {
+        1
+    }
 }
 
 /// **Panics**, naming `op`, unless `from` broadcasts to exactly `to`.
@@ -85,15 +101,16 @@ impl<T: Float> Tensor<T> {
         let mut axes = (0..self.ndim())
             .rev()
             .filter(|&i| i < lead || (shape[i - lead] == 1 && self.shape()[i] != 1));
-        let first = Axis(axes.next().expect("the shapes differ"));
-        let mut sum = self.data().view().sum_axis(first);
+        let first = axes.next().expect("the shapes differ");
+        let mut sum = sum_axis(&self.data().view(), first);
+        let mut left = dims(self.shape());
+        left.remove(first);
         for i in axes {
-            sum = sum.sum_axis(Axis(i));
+            let partial = Value::from_vec(sum, &left);
+            sum = sum_axis(&partial.view(), i);
+            left.remove(i);
         }
-        let sum = sum
-            .into_shape_with_order(IxDyn(shape))
-            .expect("same number of elements");
-        let out = Value::from_array(sum);
+        let out = Value::from_vec(sum, shape);
         let from = dims(self.shape());
         record("SumToBackward", &[self], out, &[], move |_, g| {
             smallvec![Some(g.broadcast_to(&from))]

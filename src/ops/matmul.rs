@@ -4,7 +4,7 @@
 
 use crate::autograd::checkpoint;
 use crate::autograd::node::{record, Save};
-use crate::ops::broadcast::broadcast_shape;
+use crate::ops::broadcast::try_broadcast_shape;
 use crate::ops::kernels::gemm_into;
 use crate::storage::Value;
 use crate::{layout, Float, Tensor};
@@ -56,7 +56,13 @@ impl<T: Float> Tensor<T> {
             }
             (2, 2) => batched_matmul(self, other),
             _ => {
-                let batch = broadcast_shape("matmul", &a[..a.len() - 2], &b[..b.len() - 2]);
+                let (batch_a, batch_b) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+                let batch = try_broadcast_shape(batch_a, batch_b).unwrap_or_else(|_| {
+                    panic!(
+                        "matmul: shapes {a:?} and {b:?} cannot be multiplied (batch dimensions \
+                         {batch_a:?} and {batch_b:?} cannot be broadcast together)"
+                    )
+                });
                 let with = |t: &Tensor<T>, rows: usize, cols: usize| {
                     let mut shape = batch.clone();
                     shape.extend([rows, cols]);

@@ -12,6 +12,7 @@ pub(crate) mod nn;
 pub(crate) mod parallel;
 pub(crate) mod reduce;
 pub(crate) mod shape;
+pub(crate) mod sum;
 pub(crate) mod unary;
 
 /// **Panics**, naming `op`, unless `dim` is a dimension of `shape`.

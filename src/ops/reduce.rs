@@ -1,7 +1,8 @@
 //! Reductions: over everything (to shape `[]`) or along one dimension.
 
-use crate::autograd::node::record;
+use crate::autograd::node::{record, Save};
 use crate::ops::check_dim;
+use crate::ops::sum::{sum_all, sum_axis};
 use crate::storage::Value;
 use crate::tensor::dims;
 use crate::{no_grad, Float, Tensor};
@@ -18,13 +19,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn sum(&self) -> Tensor<T> {
         // d Σx = dx broadcast to every element
-        let total = {
-            let v = self.data();
-            match v.as_slice() {
-                Some(s) => s.iter().copied().sum(),
-                None => v.view().sum(),
-            }
-        };
+        let total = sum_all(&self.data().view());
         let shape = dims(self.shape());
         record("SumBackward", &[self], Value::scalar(total), &[], move |_, g| {
             smallvec![Some(g.broadcast_to(&shape))]
@@ -55,15 +50,18 @@ impl<T: Float> Tensor<T> {
     pub fn sum_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("sum_dim", dim, self.shape());
         // d Σ_dim x = dx broadcast along dim
-        let mut sum = self.data().view().sum_axis(Axis(dim));
+        let sum = sum_axis(&self.data().view(), dim);
+        let mut out_shape = dims(self.shape());
         if keepdim {
-            sum = sum.insert_axis(Axis(dim));
+            out_shape[dim] = 1;
+        } else {
+            out_shape.remove(dim);
         }
         let shape = dims(self.shape());
         record(
             "SumBackward",
             &[self],
-            Value::from_array(sum),
+            Value::from_vec(sum, &out_shape),
             &[],
             move |_, g| {
                 let g = if keepdim { g } else { g.unsqueeze(dim) };
@@ -84,7 +82,8 @@ impl<T: Float> Tensor<T> {
     }
 
     /// The variance along `dim`, unbiased (divided by n - 1, PyTorch's
-    /// default); see [`sum_dim`](Tensor::sum_dim).
+    /// default); see [`sum_dim`](Tensor::sum_dim). NaN along a dimension
+    /// of size 0 or 1, as PyTorch.
     ///
     /// ```
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], &[4]);
@@ -92,8 +91,27 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn var_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("var_dim", dim, self.shape());
-        let d = self - self.mean_dim(dim, true);
-        (&d * &d).sum_dim(dim, keepdim) / T::of(self.shape()[dim] as f64 - 1.0)
+        // Σ (x - mean)² / (n - 1), the divisor at least 0 (as PyTorch's
+        // `correction`), so that an empty dimension gives 0/0.
+        let divisor = T::of(self.shape()[dim].saturating_sub(1) as f64);
+        let out = no_grad(|| {
+            let d = self - self.mean_dim(dim, true);
+            (&d * &d).sum_dim(dim, keepdim) / divisor
+        });
+        // d var = 2 (x - mean) / (n - 1) dx, PyTorch's `var_backward`. (The
+        // composite's gradient would add the mean's term, 0 in exact
+        // arithmetic but NaN where x holds an infinity.)
+        record(
+            "VarBackward",
+            &[self],
+            out.value(),
+            &[Save::Input(0)],
+            move |ctx, g| {
+                let x = ctx.input(0);
+                let g = if keepdim { g } else { g.unsqueeze(dim) };
+                smallvec![Some(g * (&x - x.mean_dim(dim, true)) * (T::of(2.0) / divisor))]
+            },
+        )
     }
 
     /// The largest value along `dim`. The gradient goes to the one element
@@ -211,8 +229,10 @@ impl<T: Float> Tensor<T> {
         check_dim("logsumexp_dim", dim, self.shape());
         // m + ln Σ exp(x - m) with m a constant: the gradient, softmax(x),
         // comes from the composite. An infinite m (all -inf, or +inf) is
-        // replaced by 0 so that x - m stays defined.
-        let m = self.max_shift(dim);
+        // replaced by 0 so that x - m stays defined (as PyTorch).
+        let m = self
+            .max_shift(dim)
+            .constant_map(|m| if m.is_finite() { m } else { T::zero() });
         let out = (self - &m).exp().sum_dim(dim, true).ln() + m;
         if keepdim {
             out
@@ -221,15 +241,15 @@ impl<T: Float> Tensor<T> {
         }
     }
 
-    /// The maximum along `dim` (kept), as a constant with infinities
-    /// replaced by 0 (and 0 along an empty `dim`): the shift that keeps
-    /// `exp` in range.
+    /// The maximum along `dim` (kept), as a constant (0 along an empty
+    /// `dim`): the shift that keeps `exp` in range. Softmax subtracts it as
+    /// it is, as PyTorch (a lane holding +inf or only -inf is NaN).
     pub(crate) fn max_shift(&self, dim: usize) -> Tensor<T> {
         if self.shape()[dim] == 0 {
             let mut kept = dims(self.shape());
             kept[dim] = 1;
             return Tensor::zeros(&kept);
         }
-        no_grad(|| self.max_dim(dim, true)).constant_map(|m| if m.is_finite() { m } else { T::zero() })
+        no_grad(|| self.max_dim(dim, true))
     }
 }

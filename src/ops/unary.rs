@@ -124,8 +124,17 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(y.to_vec(), vec![2.0, 3.0]);
     /// ```
     pub fn abs(&self) -> Tensor<T> {
-        // d |x| = sign(x) dx, with sign(0) = 0 (as PyTorch)
-        let sign = |v: T| if v == T::zero() { T::zero() } else { v.signum() };
+        // d |x| = sign(x) dx, with sign(0) = 0 and sign(NaN) = 0 (as
+        // PyTorch's `sgn`)
+        let sign = |v: T| {
+            if v > T::zero() {
+                T::one()
+            } else if v < T::zero() {
+                -T::one()
+            } else {
+                T::zero()
+            }
+        };
         self.unary("AbsBackward", T::abs, Save::Input(0), move |g, x| {
             g.mul_step(x, sign)
         })
@@ -182,13 +191,13 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(y.to_vec(), vec![0.0, 2.0]);
     /// ```
     pub fn relu(&self) -> Tensor<T> {
-        // d relu(x) = [x > 0] dx (0 at x = 0, as PyTorch); y > 0 iff x > 0
-        // (NaN stays NaN, as PyTorch.)
-        let f = |x: T| if x <= T::zero() { T::zero() } else { x };
-        let positive = |v: T| if v > T::zero() { T::one() } else { T::zero() };
-        self.unary("ReluBackward", f, Save::Output, move |g, y| {
-            g.mul_step(y, positive)
-        })
+        // d relu(x) = [x > 0] dx (0 at x = 0); y > 0 iff x > 0. As
+        // PyTorch's `clamp_min` and `threshold_backward`, relu(-0) = -0,
+        // relu(NaN) = NaN, and the gradient passes where y is not <= 0, NaN
+        // included.
+        let f = |x: T| if x < T::zero() { T::zero() } else { x };
+        let passes = |v: T| if v <= T::zero() { T::zero() } else { T::one() };
+        self.unary("ReluBackward", f, Save::Output, move |g, y| g.mul_step(y, passes))
     }
 
     /// x for x > 0, `slope * x` otherwise (`F.leaky_relu`; PyTorch's
@@ -214,13 +223,21 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(y.to_vec(), vec![-1.0, 0.5, 1.0]);
     /// ```
     ///
+    /// A NaN bound makes every element NaN, with gradient 0, as PyTorch.
+    ///
     /// **Panics** if `min > max`.
     pub fn clamp(&self, min: T, max: T) -> Tensor<T> {
-        assert!(min <= max, "clamp: min {min} is greater than max {max}");
+        let nan_bound = min.is_nan() || max.is_nan();
+        assert!(
+            nan_bound || min <= max,
+            "clamp: min {min} is greater than max {max}"
+        );
         // d clamp(x) = [min <= x <= max] dx (the bounds included, as PyTorch)
-        // (NaN stays NaN, as PyTorch.)
+        // (NaN stays NaN, as PyTorch; the mask is 0 at a NaN x or bound.)
         let f = move |x: T| {
-            if x < min {
+            if nan_bound {
+                T::nan()
+            } else if x < min {
                 min
             } else if x > max {
                 max
