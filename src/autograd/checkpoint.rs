@@ -11,6 +11,9 @@
 //! Each recomputed value is handed out once, and what a backward did not use
 //! is dropped when that backward ends.
 //!
+//! A re-run must compute what the forward computed: its saves are compared
+//! with the forward's, op, role, dtype and shape of each.
+//!
 //! Under [`CheckpointPolicy::SaveDots`] the frame also keeps the output of
 //! every matrix product made in its forward, and the re-run takes them back
 //! in order instead of calling gemm again (JAX's `checkpoint_dots`).
@@ -30,11 +33,45 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-/// A value captured by a re-run: its dtype and shape (to compare with the
-/// forward's) and the typed [`Held`] value.
-struct Captured {
+/// What one save was: the op (by its node's name), the value's role to it,
+/// dtype and shape. A re-run must save what the forward saved, in order.
+#[derive(Clone, PartialEq)]
+struct SaveMeta {
+    op: &'static str,
+    role: Role,
     dtype: &'static str,
     shape: Dims,
+}
+
+impl SaveMeta {
+    fn of<T: Float>(op: &'static str, role: Role, value: &Value<T>) -> Self {
+        SaveMeta {
+            op,
+            role,
+            dtype: T::DTYPE,
+            shape: value.shape.clone(),
+        }
+    }
+}
+
+impl fmt::Display for SaveMeta {
+    /// "the output of ExpBackward (f32 of shape [2, 3])".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the {} of {} ({} of shape {:?})",
+            describe(self.role),
+            self.op,
+            self.dtype,
+            self.shape.as_slice()
+        )
+    }
+}
+
+/// A value captured by a re-run: what it is (to compare with the forward's
+/// save) and the typed [`Held`] value.
+struct Captured {
+    meta: SaveMeta,
     held: Box<dyn Any + Send>,
 }
 
@@ -110,7 +147,7 @@ pub(crate) fn save<T: Float>(op: &'static str, role: Role, value: Value<T>) -> S
         None => SavedData::Held(Held::new(value)),
         Some(Scope::Forward(frame)) => {
             let mut expected = lock(&frame.expected);
-            expected.push((T::DTYPE, value.shape.clone()));
+            expected.push(SaveMeta::of(op, role, &value));
             SavedData::Placeholder {
                 frame: frame.clone(),
                 index: expected.len() - 1,
@@ -119,8 +156,7 @@ pub(crate) fn save<T: Float>(op: &'static str, role: Role, value: Value<T>) -> S
         Some(Scope::Recompute(rerun)) => {
             count(|c| c.saves += 1);
             rerun.capture.borrow_mut().push(Captured {
-                dtype: T::DTYPE,
-                shape: value.shape.clone(),
+                meta: SaveMeta::of(op, role, &value),
                 held: Box::new(Held::new(value.clone())),
             });
             SavedData::Held(Held::new(value))
@@ -315,8 +351,8 @@ type Recomputed = Vec<Option<Box<dyn Any + Send>>>;
 pub(crate) struct Frame {
     id: u64,
     rerun: Rerun,
-    /// dtype and shape of each value the forward saved, in order.
-    expected: Mutex<Vec<(&'static str, Dims)>>,
+    /// What the forward saved, in order.
+    expected: Mutex<Vec<SaveMeta>>,
     /// The re-run's values not yet handed out, while a backward uses them.
     recomputed: Mutex<Option<Recomputed>>,
     /// Whether the forward keeps its matrix products (`SaveDots`).
@@ -355,25 +391,20 @@ impl Frame {
         count(|c| c.reruns += 1);
         let captured = (self.rerun)(self);
         let expected = lock(&self.expected);
-        assert_eq!(
-            captured.len(),
-            expected.len(),
-            "checkpoint #{}: the re-run in backward saved {} values but the forward saved {}; the \
+        let (n, m) = (captured.len(), expected.len());
+        assert!(
+            n == m,
+            "checkpoint #{}: the re-run in backward saved {n} values but the forward saved {m}; the \
              checkpointed function must compute the same ops when run again",
-            self.id,
-            captured.len(),
-            expected.len()
+            self.id
         );
-        for (i, (c, (dtype, shape))) in captured.iter().zip(expected.iter()).enumerate() {
+        for (i, (c, e)) in captured.iter().zip(expected.iter()).enumerate() {
             assert!(
-                c.dtype == *dtype && c.shape == *shape,
-                "checkpoint #{}: saved value {i} was {dtype} of shape {:?} in the forward but {} of \
-                 shape {:?} in the re-run; the checkpointed function must compute the same ops when \
-                 run again",
+                c.meta == *e,
+                "checkpoint #{}: saved value {i} was {e} in the forward but {} in the re-run; the \
+                 checkpointed function must compute the same ops when run again",
                 self.id,
-                shape.as_slice(),
-                c.dtype,
-                c.shape.as_slice()
+                c.meta
             );
         }
         captured.into_iter().map(|c| Some(c.held)).collect()
@@ -441,6 +472,11 @@ pub struct CheckpointOptions {
 /// ```
 ///
 /// Under [`no_grad`](crate::no_grad) it just calls `f`.
+///
+/// **Panics** in backward if an input was changed in place since the
+/// forward, or if the re-run saves other values than the forward did (other
+/// ops, roles, dtypes or shapes: `f` must compute the same ops when run
+/// again).
 pub fn checkpoint<T: Float, F>(f: F, inputs: &[Tensor<T>]) -> Tensor<T>
 where
     F: Fn(&[Tensor<T>]) -> Tensor<T> + Send + Sync + 'static,
