@@ -1,10 +1,11 @@
-//! What a checkpoint's re-run may and may not do: a re-run that computes
-//! other ops than the forward is refused.
+//! What a checkpoint's re-run may and may not do: a backward inside the
+//! checkpointed function works (`grad` with `create_graph` too), and a
+//! re-run that computes other ops than the forward is refused.
 //!
 //! Gradients are compared bitwise with the same function run plain.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tapegrad::prelude::*;
 
@@ -20,6 +21,190 @@ fn panic_message(f: impl FnOnce()) -> String {
 /// A leaf that requires grad, of random values.
 fn param(shape: &[usize]) -> Tensor<f64> {
     Tensor::randn(shape).set_requires_grad(true)
+}
+
+/// `.grad()` of each tensor, as vectors (`None` where there is none), then
+/// cleared.
+fn take_grads(ts: &[&Tensor<f64>]) -> Vec<Option<Vec<f64>>> {
+    ts.iter()
+        .map(|t| {
+            let g = t.grad().map(|g| g.to_vec());
+            t.zero_grad();
+            g
+        })
+        .collect()
+}
+
+type Fun = Arc<dyn Fn(&[Tensor<f64>]) -> Tensor<f64> + Send + Sync>;
+
+/// `f(inputs)`, plain or under a checkpoint.
+fn run(f: &Fun, inputs: &[Tensor<f64>], checkpointed: bool) -> Tensor<f64> {
+    if checkpointed {
+        let f = f.clone();
+        tapegrad::checkpoint(move |xs| f(xs), inputs)
+    } else {
+        f(inputs)
+    }
+}
+
+// ------------------------------------------ (b) a backward inside the function
+
+/// `x³ · w` summed, differentiated in `x` inside the function with
+/// `create_graph`: the function returns `d/dx Σ (x³ w) = 3x² w`, scaled.
+fn inner_grad(w: &Tensor<f64>, create_graph: bool) -> Fun {
+    let w = w.clone();
+    Arc::new(move |xs| {
+        let y = (xs[0].powf(3.0) * &w).sum();
+        let opts = GradOptions {
+            create_graph,
+            ..Default::default()
+        };
+        let g = tapegrad::grad(&[y], &[xs[0].clone()], opts)[0].clone().unwrap();
+        (g * &xs[0]).tanh()
+    })
+}
+
+#[test]
+fn grad_with_create_graph_inside_a_checkpoint_gives_the_plain_gradients() {
+    let x = param(&[2, 3]);
+    let w = param(&[3]);
+    let f = inner_grad(&w, true);
+    let grads = |checkpointed: bool| {
+        run(&f, &[x.clone()], checkpointed).sum().backward();
+        take_grads(&[&x, &w])
+    };
+    let plain = grads(false);
+    assert!(plain.iter().all(Option::is_some));
+    assert_eq!(plain, grads(true));
+}
+
+#[test]
+fn grad_without_create_graph_inside_a_checkpoint_gives_the_plain_gradients() {
+    // The inner gradient is a constant here: only the tanh(g * x) path
+    // carries gradient, to x.
+    let x = param(&[2, 3]);
+    let w = param(&[3]);
+    let f = inner_grad(&w, false);
+    let grads = |checkpointed: bool| {
+        run(&f, &[x.clone()], checkpointed).sum().backward();
+        take_grads(&[&x, &w])
+    };
+    let plain = grads(false);
+    assert_eq!(plain, grads(true));
+    assert!(plain[1].is_none());
+}
+
+#[test]
+fn second_order_through_a_checkpoint_with_a_grad_inside() {
+    // d²/dx², through an outer grad with create_graph, of a function that
+    // itself takes a gradient with create_graph.
+    let x = param(&[2, 3]);
+    let w = param(&[3]);
+    let f = inner_grad(&w, true);
+    let second = |checkpointed: bool| {
+        let y = run(&f, &[x.clone()], checkpointed).powf(2.0).sum();
+        let opts = GradOptions {
+            create_graph: true,
+            ..Default::default()
+        };
+        let g = tapegrad::grad(&[y], &[x.clone(), w.clone()], opts);
+        let s = g[0].clone().unwrap().sum() + g[1].clone().unwrap().sum();
+        tapegrad::grad(&[s], &[x.clone(), w.clone()], GradOptions::default())
+            .into_iter()
+            .map(|g| g.map(|g| g.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let plain = second(false);
+    assert!(plain.iter().all(Option::is_some));
+    assert_eq!(plain, second(true));
+}
+
+#[test]
+fn a_grad_inside_nested_checkpoints_with_dropout_and_save_dots() {
+    // The inner gradient goes through a nested checkpoint and dropout; the
+    // random stream after the scope is the plain run's.
+    let w = param(&[3, 3]);
+    let x = param(&[4, 3]);
+    let make = |checkpointed: bool, opts: CheckpointOptions| -> Fun {
+        let w = w.clone();
+        Arc::new(move |xs| {
+            let w1 = w.clone();
+            let inner = move |ys: &[Tensor<f64>]| ys[0].matmul(&w1).dropout(0.5, true).tanh();
+            let h = if checkpointed {
+                tapegrad::checkpoint_with(inner, &[xs[0].clone()], opts)
+            } else {
+                inner(&[xs[0].clone()])
+            };
+            let y = h.matmul(&w).powf(2.0).sum();
+            let opts = GradOptions {
+                create_graph: true,
+                ..Default::default()
+            };
+            let g = tapegrad::grad(&[y], &[xs[0].clone(), w.clone()], opts);
+            g[0].clone().unwrap().matmul(&g[1].clone().unwrap()).sin() + h
+        })
+    };
+    let grads = |f: Fun, checkpointed: bool, opts: CheckpointOptions| {
+        tapegrad::manual_seed(7);
+        let f = f.clone();
+        let y = if checkpointed {
+            tapegrad::checkpoint_with(move |xs| f(xs), &[x.clone()], opts)
+        } else {
+            f(&[x.clone()])
+        };
+        let after = Tensor::<f64>::rand(&[2]).to_vec();
+        y.sum().backward();
+        (take_grads(&[&x, &w]), after)
+    };
+    let all = CheckpointOptions::default();
+    let dots = CheckpointOptions {
+        policy: CheckpointPolicy::SaveDots,
+    };
+    let plain = grads(make(false, all), false, all);
+    assert!(plain.0.iter().all(Option::is_some));
+    for opts in [all, dots] {
+        assert_eq!(plain, grads(make(true, opts), true, opts), "{opts:?}");
+        assert_eq!(plain, grads(make(false, opts), true, opts), "{opts:?}");
+    }
+}
+
+#[test]
+fn a_backward_inside_a_checkpoint_runs_the_function_once_more_per_backward_inside() {
+    // The inner backward needs values the forward has already dropped: the
+    // function runs again (up to where it is) to make them; then once more
+    // in the outer backward.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let x = param(&[3]);
+    let counter = runs.clone();
+    let y = tapegrad::checkpoint(
+        move |xs| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let y = xs[0].exp().sin().sum();
+            let opts = GradOptions {
+                create_graph: true,
+                ..Default::default()
+            };
+            tapegrad::grad(&[y], &[xs[0].clone()], opts)[0].clone().unwrap()
+        },
+        &[x.clone()],
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "forward, and a re-run for its inner backward"
+    );
+    y.sum().backward();
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    // d/dx (cos(eˣ) eˣ) = -sin(eˣ) e²ˣ + cos(eˣ) eˣ
+    let want: Vec<f64> = x
+        .to_vec()
+        .iter()
+        .map(|&v| -(v.exp()).sin() * (2.0 * v).exp() + v.exp().cos() * v.exp())
+        .collect();
+    let got = x.grad().unwrap().to_vec();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+    }
 }
 
 // ------------------------------------------ (c) other ops in the re-run

@@ -14,6 +14,12 @@
 //! A re-run must compute what the forward computed: its saves are compared
 //! with the forward's, op, role, dtype and shape of each.
 //!
+//! A backward inside the checkpointed function (`grad` of something it
+//! computed, say) may unpack placeholders of the very scope whose forward is
+//! still running: the function then runs again from its start, and its
+//! saves are compared with the forward's so far; the values made after that
+//! point are dropped.
+//!
 //! Under [`CheckpointPolicy::SaveDots`] the frame also keeps the output of
 //! every matrix product made in its forward, and the re-run takes them back
 //! in order instead of calling gemm again (JAX's `checkpoint_dots`).
@@ -30,7 +36,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// What one save was: the op (by its node's name), the value's role to it,
@@ -92,6 +98,9 @@ struct DotReplay {
     frame: u64,
     kept: Vec<Kept>,
     next: usize,
+    /// A re-run for a backward inside the forward: it goes past the
+    /// products kept so far, and computes those.
+    partial: bool,
 }
 
 /// A checkpoint's re-run: its saves are captured in order; under
@@ -211,7 +220,7 @@ pub(crate) fn dot_or<T: Float>(a: &Tensor<T>, b: &Tensor<T>, compute: impl FnOnc
             false => Act::Compute,
         },
         Some(Scope::Recompute(rerun)) => match &mut rerun.dots {
-            Some(dots) if should_record(&[a, b]) => Act::Reuse(dots.take(a, b)),
+            Some(dots) if should_record(&[a, b]) => dots.take(a, b).map_or(Act::Compute, Act::Reuse),
             _ => Act::Compute,
         },
     });
@@ -254,12 +263,16 @@ pub(crate) fn dot_or<T: Float>(a: &Tensor<T>, b: &Tensor<T>, compute: impl FnOnc
 }
 
 impl DotReplay {
-    /// The next kept product, checked against the operands of the re-run's.
-    fn take<T: Float>(&mut self, a: &Tensor<T>, b: &Tensor<T>) -> Value<T> {
+    /// The next kept product, checked against the operands of the re-run's;
+    /// `None` past the kept ones in a partial re-run.
+    fn take<T: Float>(&mut self, a: &Tensor<T>, b: &Tensor<T>) -> Option<Value<T>> {
         let (sa, sb) = (a.shape(), b.shape());
         let mut shape: Dims = Dims::from_slice(&sa[..sa.len() - 1]);
         shape.push(sb[sb.len() - 1]);
         let i = self.next;
+        if self.partial && i == self.kept.len() {
+            return None;
+        }
         let kept = self.kept.get(i).unwrap_or_else(|| {
             panic!(
                 "checkpoint #{}: the re-run in backward computed more matrix products than the \
@@ -280,7 +293,7 @@ impl DotReplay {
         );
         self.next += 1;
         let held = kept.held.downcast_ref::<Held<T>>().expect("dtype checked");
-        held.value.clone()
+        Some(held.value.clone())
     }
 }
 
@@ -359,6 +372,8 @@ pub(crate) struct Frame {
     keeps_dots: bool,
     /// The kept products, in forward order, for every re-run.
     kept: Mutex<Vec<Kept>>,
+    /// Whether the forward is still running.
+    forwarding: AtomicBool,
 }
 
 impl Frame {
@@ -386,18 +401,31 @@ impl Frame {
     }
 
     /// Re-runs the scope (no lock held meanwhile) and checks that it saved
-    /// what the forward saved.
+    /// what the forward saved. During the forward (for a backward inside
+    /// it), the re-run goes further than the forward so far: the values
+    /// past the forward's are dropped.
     fn recompute(&self) -> Recomputed {
         count(|c| c.reruns += 1);
         let captured = (self.rerun)(self);
         let expected = lock(&self.expected);
+        let so_far = self.forwarding.load(Ordering::Acquire);
         let (n, m) = (captured.len(), expected.len());
-        assert!(
-            n == m,
-            "checkpoint #{}: the re-run in backward saved {n} values but the forward saved {m}; the \
-             checkpointed function must compute the same ops when run again",
-            self.id
-        );
+        if so_far {
+            assert!(
+                n >= m,
+                "checkpoint #{}: the re-run for a backward inside its forward saved {n} values but the \
+                 forward had saved {m} by then; the checkpointed function must compute the same ops \
+                 when run again",
+                self.id
+            );
+        } else {
+            assert!(
+                n == m,
+                "checkpoint #{}: the re-run in backward saved {n} values but the forward saved {m}; the \
+                 checkpointed function must compute the same ops when run again",
+                self.id
+            );
+        }
         for (i, (c, e)) in captured.iter().zip(expected.iter()).enumerate() {
             assert!(
                 c.meta == *e,
@@ -407,7 +435,7 @@ impl Frame {
                 c.meta
             );
         }
-        captured.into_iter().map(|c| Some(c.held)).collect()
+        captured.into_iter().take(m).map(|c| Some(c.held)).collect()
     }
 }
 
@@ -472,6 +500,9 @@ pub struct CheckpointOptions {
 /// ```
 ///
 /// Under [`no_grad`](crate::no_grad) it just calls `f`.
+///
+/// A backward inside `f` (`grad` with `create_graph`, say) runs `f` once
+/// more when it needs values the forward dropped.
 ///
 /// **Panics** in backward if an input was changed in place since the
 /// forward, or if the re-run saves other values than the forward did (other
@@ -569,6 +600,7 @@ where
             frame: id,
             kept: lock(&frame.kept).clone(),
             next: 0,
+            partial: frame.forwarding.load(Ordering::Acquire),
         });
         let _scope = ScopeGuard::push(Scope::Recompute(Recompute {
             capture: capture.clone(),
@@ -582,9 +614,8 @@ where
         }
         SCOPES.with(|scopes| {
             if let Some(Scope::Recompute(Recompute { dots: Some(d), .. })) = scopes.borrow().last() {
-                assert_eq!(
-                    d.next,
-                    d.kept.len(),
+                assert!(
+                    d.partial || d.next == d.kept.len(),
                     "checkpoint #{id}: the re-run in backward computed {} matrix products but the \
                      forward kept {}; the checkpointed function must compute the same ops when run again",
                     d.next,
@@ -602,9 +633,14 @@ where
         recomputed: Mutex::new(None),
         keeps_dots: opts.policy == CheckpointPolicy::SaveDots && !nested,
         kept: Mutex::new(Vec::new()),
+        forwarding: AtomicBool::new(true),
     });
-    let _scope = ScopeGuard::push(Scope::Forward(frame));
-    f(inputs)
+    let out = {
+        let _scope = ScopeGuard::push(Scope::Forward(frame.clone()));
+        f(inputs)
+    };
+    frame.forwarding.store(false, Ordering::Release);
+    out
 }
 
 /// Runs `layers` one after another on `input`, in `segments` pieces of
