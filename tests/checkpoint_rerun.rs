@@ -1,6 +1,8 @@
-//! What a checkpoint's re-run may and may not do: a backward inside the
-//! checkpointed function works (`grad` with `create_graph` too), and a
-//! re-run that computes other ops than the forward is refused.
+//! What a checkpoint's re-run may and may not see: tensors the forward read
+//! and that were changed in place since are refused (as a plain graph refuses
+//! a saved value changed in place), a backward inside the checkpointed
+//! function works (`grad` with `create_graph` too), and a re-run that
+//! computes other ops than the forward is refused.
 //!
 //! Gradients are compared bitwise with the same function run plain.
 
@@ -45,6 +47,182 @@ fn run(f: &Fun, inputs: &[Tensor<f64>], checkpointed: bool) -> Tensor<f64> {
     } else {
         f(inputs)
     }
+}
+
+// ------------------------------------------ (a) changed in place since the forward
+
+/// Runs `forward` (which builds a loss through a checkpoint), then `change`
+/// under `no_grad`, and returns the message of the panic of the backward.
+fn backward_after_change(forward: impl FnOnce() -> Tensor<f64>, change: impl FnOnce()) -> String {
+    let loss = forward();
+    tapegrad::no_grad(change);
+    panic_message(|| loss.backward())
+}
+
+#[track_caller]
+fn assert_refused(msg: &str) {
+    assert!(
+        msg.contains("checkpoint #") && msg.contains("modified by an inplace operation"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_captured_weight_changed_in_place_after_the_forward_is_refused_by_the_rerun() {
+    // x needs no grad: no op saves w, so the plain graph would not notice;
+    // the re-run would compute tanh(x @ w) with the new w.
+    let w = param(&[3, 3]);
+    let x = Tensor::<f64>::randn(&[2, 3]);
+    let w2 = w.clone();
+    let msg = backward_after_change(
+        || tapegrad::checkpoint(move |xs| xs[0].matmul(&w2).tanh(), &[x.clone()]).sum(),
+        || w.add_(&Tensor::full(&[3, 3], 0.5)),
+    );
+    assert_refused(&msg);
+    assert!(msg.contains("[3, 3]"), "names the shape: {msg}");
+
+    // x needs grad: MmBackward saved w, and the plain graph refuses it; the
+    // checkpoint refuses it before its re-run computes with it.
+    let w = param(&[3, 3]);
+    let x = param(&[2, 3]);
+    let w2 = w.clone();
+    let msg = backward_after_change(
+        || tapegrad::checkpoint(move |xs| xs[0].matmul(&w2).tanh(), &[x.clone()]).sum(),
+        || w.mul_(&Tensor::full(&[3, 3], 2.0)),
+    );
+    assert_refused(&msg);
+}
+
+#[test]
+fn a_captured_bias_that_no_op_saves_is_refused_too() {
+    let (w, b) = (param(&[3, 3]), param(&[3]));
+    let x = param(&[2, 3]);
+    let (w2, b2) = (w.clone(), b.clone());
+    let msg = backward_after_change(
+        || tapegrad::checkpoint(move |xs| (xs[0].matmul(&w2) + &b2).tanh(), &[x.clone()]).sum(),
+        || b.fill_(0.0),
+    );
+    assert_refused(&msg);
+}
+
+#[test]
+fn a_captured_constant_read_by_unrecorded_ops_is_refused() {
+    // c and d need no grad: `(&c * 2.0) + &d` is not recorded (and writes
+    // over the temporary), yet the re-run reads d.
+    let c = Tensor::<f64>::randn(&[3]);
+    let d = Tensor::<f64>::randn(&[3]);
+    let x = param(&[2, 3]);
+    let (c2, d2) = (c.clone(), d.clone());
+    let msg = backward_after_change(
+        || tapegrad::checkpoint(move |xs| (&xs[0] * ((&c2 * 2.0) + &d2)).tanh(), &[x.clone()]).sum(),
+        || d.add_(&Tensor::full(&[3], 1.0)),
+    );
+    assert_refused(&msg);
+}
+
+#[test]
+fn a_captured_tensor_with_history_changed_in_place_is_refused() {
+    let a = param(&[3]);
+    let x = param(&[2, 3]);
+    let scale = a.exp(); // made before the scope, captured
+    let s2 = scale.clone();
+    let msg = backward_after_change(
+        || tapegrad::checkpoint(move |xs| (&xs[0] + &s2).tanh(), &[x.clone()]).sum(),
+        || scale.mul_(&Tensor::full(&[3], 3.0)),
+    );
+    assert_refused(&msg);
+}
+
+#[test]
+fn a_checkpoint_input_changed_in_place_is_refused() {
+    let x = Tensor::<f64>::randn(&[2, 3]);
+    let w = param(&[3, 3]);
+    let w2 = w.clone();
+    let msg = backward_after_change(
+        || tapegrad::checkpoint(move |xs| xs[0].matmul(&w2).tanh(), &[x.clone()]).sum(),
+        || x.add_(&Tensor::full(&[3], 1.0)),
+    );
+    assert_refused(&msg);
+}
+
+#[test]
+fn a_constant_of_a_nested_checkpoint_is_refused_by_the_outer_rerun() {
+    // Nothing inside the inner scope is recorded (x and c need no grad), so
+    // no node of the inner frame is ever reached; the outer re-run runs the
+    // inner function again, and would read the new c.
+    let c = Tensor::<f64>::randn(&[3, 3]);
+    let w = param(&[3, 3]);
+    let x = Tensor::<f64>::randn(&[2, 3]);
+    let (c2, w2) = (c.clone(), w.clone());
+    let msg = backward_after_change(
+        || {
+            tapegrad::checkpoint(
+                move |xs| {
+                    let c3 = c2.clone();
+                    let h = tapegrad::checkpoint(move |ys| ys[0].matmul(&c3).sin(), &[xs[0].clone()]);
+                    h.matmul(&w2).tanh()
+                },
+                &[x.clone()],
+            )
+            .sum()
+        },
+        || c.fill_(1.0),
+    );
+    assert_refused(&msg);
+}
+
+#[test]
+fn a_weight_of_a_save_dots_checkpoint_changed_in_place_is_refused() {
+    let w = param(&[3, 3]);
+    let x = param(&[2, 3]);
+    let w2 = w.clone();
+    let opts = CheckpointOptions {
+        policy: CheckpointPolicy::SaveDots,
+    };
+    let msg = backward_after_change(
+        || tapegrad::checkpoint_with(move |xs| xs[0].matmul(&w2).exp().sin(), &[x.clone()], opts).sum(),
+        || w.add_(&Tensor::full(&[3, 3], 1.0)),
+    );
+    assert_refused(&msg);
+}
+
+#[test]
+fn changes_before_the_forward_or_after_the_backward_are_fine() {
+    // A training loop: step (in place) after each backward; each forward
+    // reads the weight as it is then. Gradients equal the plain loop's.
+    let w = param(&[3, 3]);
+    let x = param(&[2, 3]);
+    let f: Fun = {
+        let w = w.clone();
+        Arc::new(move |xs| (xs[0].matmul(&w) * 2.0).tanh().matmul(&w))
+    };
+    let train = |checkpointed: bool| {
+        let w0 = w.detach();
+        let mut grads = Vec::new();
+        for _ in 0..3 {
+            run(&f, &[x.clone()], checkpointed).powf(2.0).sum().backward();
+            let gw = w.grad().unwrap();
+            grads.push(take_grads(&[&x, &w]));
+            tapegrad::no_grad(|| w.sub_(&(&gw * 0.1)));
+        }
+        tapegrad::no_grad(|| w.copy_(&w0));
+        grads
+    };
+    assert_eq!(train(false), train(true));
+}
+
+#[test]
+fn a_change_between_two_retained_backwards_is_refused() {
+    let w = param(&[3, 3]);
+    let x = param(&[2, 3]);
+    let w2 = w.clone();
+    let loss = tapegrad::checkpoint(move |xs| (xs[0].matmul(&w2)).sin(), &[x.clone()]).sum();
+    loss.backward_opts(BackwardOptions {
+        retain_graph: true,
+        ..Default::default()
+    });
+    tapegrad::no_grad(|| w.add_(&Tensor::full(&[3, 3], 1.0)));
+    assert_refused(&panic_message(|| loss.backward()));
 }
 
 // ------------------------------------------ (b) a backward inside the function

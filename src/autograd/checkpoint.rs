@@ -11,8 +11,13 @@
 //! Each recomputed value is handed out once, and what a backward did not use
 //! is dropped when that backward ends.
 //!
-//! A re-run must compute what the forward computed: its saves are compared
-//! with the forward's, op, role, dtype and shape of each.
+//! A re-run must compute what the forward computed. The forward notes the
+//! tensors from outside the scope that its ops read (every op asks
+//! `should_record` first), with their version; before a re-run, a tensor
+//! changed in place since is refused (the plain graph refuses a saved value
+//! changed in place; here any value read counts, as the re-run would
+//! compute with the new data). The re-run's saves are then compared with
+//! the forward's: op, role, dtype and shape of each.
 //!
 //! A backward inside the checkpointed function (`grad` of something it
 //! computed, say) may unpack placeholders of the very scope whose forward is
@@ -28,12 +33,14 @@
 //! and lists it: [`saved_residuals`], and the planner's dry run.
 
 use crate::autograd::mode::{is_grad_enabled, GradModeGuard};
-use crate::autograd::node::{should_record, Held, Role, Saved, SavedData};
+use crate::autograd::node::{should_record, Held, Role, Saved, SavedData, NEXT_ID};
 use crate::rng::{self, Replay};
 use crate::storage::{Dims, Value};
+use crate::tensor::TensorImpl;
 use crate::{Float, Tensor};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -138,6 +145,9 @@ thread_local! {
     static SESSIONS: RefCell<Vec<Vec<Weak<Frame>>>> = const { RefCell::new(Vec::new()) };
     /// How many re-runs are running on this thread (nested ones included).
     static RERUN_DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// How many checkpoint forwards are on this thread's scope stack: while
+    /// none is, an op's reads cost one look at this counter.
+    static FORWARDS: Cell<usize> = const { Cell::new(0) };
     static COUNTS: Cell<RecomputeCounts> = const { Cell::new(RecomputeCounts::ZERO) };
 }
 
@@ -213,14 +223,16 @@ pub(crate) fn dot_or<T: Float>(a: &Tensor<T>, b: &Tensor<T>, compute: impl FnOnc
         Keep(Arc<Frame>),
         Reuse(Value<T>),
     }
+    // Asked before the scopes are borrowed: the forwards note the reads.
+    let recorded = should_record(&[a, b]);
     let act = SCOPES.with(|scopes| match scopes.borrow_mut().last_mut() {
         None | Some(Scope::Inspect(_)) => Act::Compute,
-        Some(Scope::Forward(frame)) => match frame.keeps_dots && should_record(&[a, b]) {
+        Some(Scope::Forward(frame)) => match frame.keeps_dots && recorded {
             true => Act::Keep(frame.clone()),
             false => Act::Compute,
         },
         Some(Scope::Recompute(rerun)) => match &mut rerun.dots {
-            Some(dots) if should_record(&[a, b]) => dots.take(a, b).map_or(Act::Compute, Act::Reuse),
+            Some(dots) if recorded => dots.take(a, b).map_or(Act::Compute, Act::Reuse),
             _ => Act::Compute,
         },
     });
@@ -302,6 +314,9 @@ struct ScopeGuard;
 
 impl ScopeGuard {
     fn push(scope: Scope) -> Self {
+        if matches!(scope, Scope::Forward(_)) {
+            FORWARDS.with(|n| n.set(n.get() + 1));
+        }
         SCOPES.with(|s| s.borrow_mut().push(scope));
         ScopeGuard
     }
@@ -309,7 +324,82 @@ impl ScopeGuard {
 
 impl Drop for ScopeGuard {
     fn drop(&mut self) {
-        SCOPES.with(|s| s.borrow_mut().pop());
+        // Dropped outside the borrow: the last handle of a frame may go
+        // here, and with it the tensors its closure owns.
+        let scope = SCOPES.with(|s| s.borrow_mut().pop());
+        if let Some(Scope::Forward(_)) = scope {
+            FORWARDS.with(|n| n.set(n.get() - 1));
+        }
+    }
+}
+
+/// Notes, for the checkpoint forwards running on this thread, that an op
+/// reads `inputs` (every op does this through `should_record`). Inlined:
+/// outside checkpoints it is one load and a branch per op.
+#[inline(always)]
+pub(crate) fn note_reads<T: Float>(inputs: &[&Tensor<T>]) {
+    if FORWARDS.with(Cell::get) > 0 {
+        note_in_scopes(inputs);
+    }
+}
+
+/// Each forward scope, from the innermost out, notes the reads (an outer
+/// scope's re-run runs the inner function too), down to the nearest
+/// re-run: a re-run's own reads are checked before it starts, and they are
+/// not the reads of the forward below it (which may be that same scope,
+/// re-run for a backward inside its forward).
+#[inline(never)]
+fn note_in_scopes<T: Float>(inputs: &[&Tensor<T>]) {
+    SCOPES.with(|scopes| {
+        for scope in scopes.borrow().iter().rev() {
+            match scope {
+                Scope::Forward(frame) => frame.note(inputs),
+                Scope::Recompute(_) => break,
+                Scope::Inspect(_) => {}
+            }
+        }
+    });
+}
+
+/// The tensors from outside a scope that its forward read, each once, as
+/// they were when first read.
+struct Reads {
+    /// Their addresses, and the inputs' (which the frame saves and checks
+    /// itself; they live through the forward). A watched tensor's
+    /// allocation outlives it while watched, so no address is reused while
+    /// the forward notes reads.
+    seen: HashSet<usize>,
+    list: Vec<Read>,
+}
+
+/// One of them, as the forward first read it.
+struct Read {
+    tensor: Box<dyn Watched>,
+    version: u64,
+}
+
+/// A tensor as the frame watches it, whatever its dtype: weakly, so that
+/// no data is kept alive.
+trait Watched: Send + Sync {
+    /// Its version now, unless it is gone.
+    fn version(&self) -> Option<u64>;
+    /// What it is, for messages: its shape and the op that made it.
+    fn describe(&self) -> String;
+}
+
+impl<T: Float> Watched for Weak<TensorImpl<T>> {
+    fn version(&self) -> Option<u64> {
+        Some(self.upgrade()?.version.load(Ordering::Acquire))
+    }
+
+    fn describe(&self) -> String {
+        match self.upgrade() {
+            Some(t) => match &t.node {
+                Some(node) => format!("a tensor of shape {:?} made by {}", t.shape.as_slice(), node.name),
+                None => format!("a leaf of shape {:?}", t.shape.as_slice()),
+            },
+            None => "a tensor dropped since".to_string(),
+        }
     }
 }
 
@@ -374,6 +464,11 @@ pub(crate) struct Frame {
     kept: Mutex<Vec<Kept>>,
     /// Whether the forward is still running.
     forwarding: AtomicBool,
+    /// The id of the first node made in the forward: nodes below it were
+    /// made outside the scope.
+    first_node: u64,
+    /// What the forward read from outside the scope.
+    reads: Mutex<Reads>,
 }
 
 impl Frame {
@@ -400,12 +495,52 @@ impl Frame {
         held.value.clone()
     }
 
+    /// Notes that the forward reads `inputs`: those made outside the scope
+    /// that someone else can see (and so change before backward).
+    fn note<T: Float>(&self, inputs: &[&Tensor<T>]) {
+        let mut reads = lock(&self.reads);
+        for t in inputs {
+            let outside = match &t.inner.node {
+                Some(node) => node.id < self.first_node,
+                // A leaf with no other handle and no saved value is one of
+                // the function's temporaries (only the op sees it now).
+                None => Arc::strong_count(&t.inner) + Arc::weak_count(&t.inner) > 1,
+            };
+            if outside && reads.seen.insert(Arc::as_ptr(&t.inner) as usize) {
+                reads.list.push(Read {
+                    tensor: Box::new(Arc::downgrade(&t.inner)),
+                    version: t.inner.version.load(Ordering::Acquire),
+                });
+            }
+        }
+    }
+
+    /// Before a re-run: panics if a tensor the forward read from outside
+    /// has been changed in place since (the re-run would compute with the
+    /// new data).
+    fn check_reads(&self) {
+        let modified = lock(&self.reads).list.iter().find_map(|r| {
+            let version = r.tensor.version()?; // gone: the re-run cannot read it
+            (version != r.version).then(|| (r.tensor.describe(), version, r.version))
+        });
+        if let Some((what, now, then)) = modified {
+            panic!(
+                "checkpoint #{}: one of the values needed for gradient computation has been modified \
+                 by an inplace operation: {what}, which the checkpointed function read in its forward, \
+                 is at version {now}; expected version {then}. Its re-run in backward would compute \
+                 with the new values: change what a checkpointed function reads only after its backward",
+                self.id
+            );
+        }
+    }
+
     /// Re-runs the scope (no lock held meanwhile) and checks that it saved
     /// what the forward saved. During the forward (for a backward inside
     /// it), the re-run goes further than the forward so far: the values
     /// past the forward's are dropped.
     fn recompute(&self) -> Recomputed {
         count(|c| c.reruns += 1);
+        self.check_reads();
         let captured = (self.rerun)(self);
         let expected = lock(&self.expected);
         let so_far = self.forwarding.load(Ordering::Acquire);
@@ -501,13 +636,16 @@ pub struct CheckpointOptions {
 ///
 /// Under [`no_grad`](crate::no_grad) it just calls `f`.
 ///
-/// A backward inside `f` (`grad` with `create_graph`, say) runs `f` once
-/// more when it needs values the forward dropped.
+/// `f` runs again with what its forward read: the inputs and the tensors it
+/// captured must not be changed in place until the backward is done (an
+/// optimizer step goes after it). A backward inside `f` (`grad` with
+/// `create_graph`, say) runs `f` once more when it needs values the forward
+/// dropped.
 ///
-/// **Panics** in backward if an input was changed in place since the
-/// forward, or if the re-run saves other values than the forward did (other
-/// ops, roles, dtypes or shapes: `f` must compute the same ops when run
-/// again).
+/// **Panics** in backward if an input or a tensor `f` read was changed in
+/// place since the forward, or if the re-run saves other values than the
+/// forward did (other ops, roles, dtypes or shapes: `f` must compute the
+/// same ops when run again).
 pub fn checkpoint<T: Float, F>(f: F, inputs: &[Tensor<T>]) -> Tensor<T>
 where
     F: Fn(&[Tensor<T>]) -> Tensor<T> + Send + Sync + 'static,
@@ -634,6 +772,13 @@ where
         keeps_dots: opts.policy == CheckpointPolicy::SaveDots && !nested,
         kept: Mutex::new(Vec::new()),
         forwarding: AtomicBool::new(true),
+        first_node: NEXT_ID.load(Ordering::Relaxed),
+        // The inputs are not watched: the frame saved them, and checks
+        // their versions when it reads them back.
+        reads: Mutex::new(Reads {
+            seen: inputs.iter().map(|t| Arc::as_ptr(&t.inner) as usize).collect(),
+            list: Vec::new(),
+        }),
     });
     let out = {
         let _scope = ScopeGuard::push(Scope::Forward(frame.clone()));
