@@ -1,8 +1,9 @@
 //! What a checkpoint's re-run may and may not see: tensors the forward read
 //! and that were changed in place since are refused (as a plain graph refuses
-//! a saved value changed in place), a backward inside the checkpointed
-//! function works (`grad` with `create_graph` too), and a re-run that
-//! computes other ops than the forward is refused.
+//! a saved value changed in place), a `requires_grad` changed since the
+//! forward does not change the re-run's graph, a backward inside the
+//! checkpointed function works (`grad` with `create_graph` too), and a
+//! re-run that computes other ops than the forward is refused.
 //!
 //! Gradients are compared bitwise with the same function run plain.
 
@@ -432,4 +433,119 @@ fn a_rerun_that_saves_another_role_of_the_same_op_is_refused() {
         "{msg}"
     );
     assert!(msg.contains("input 1") && msg.contains("input 0"), "{msg}");
+}
+
+// ------------------------------------------ (d) requires_grad changed since the forward
+
+#[test]
+fn a_weight_frozen_after_the_forward_gets_the_plain_gradient() {
+    // The plain graph keeps its edge to w, and backward still sends w its
+    // gradient; the checkpoint's re-run must record the same graph.
+    let (w, b) = (param(&[3, 3]), param(&[3]));
+    let x = Tensor::<f64>::randn(&[2, 3]);
+    let f: Fun = {
+        let (w, b) = (w.clone(), b.clone());
+        Arc::new(move |xs| (xs[0].matmul(&w) + &b).tanh().matmul(&w))
+    };
+    let grads = |checkpointed: bool| {
+        w.set_requires_grad(true);
+        let loss = run(&f, &[x.clone()], checkpointed).powf(2.0).sum();
+        w.set_requires_grad(false);
+        loss.backward();
+        assert!(!w.requires_grad(), "the flag is the user's again");
+        take_grads(&[&w, &b])
+    };
+    let plain = grads(false);
+    assert!(
+        plain.iter().all(Option::is_some),
+        "the plain graph sends w a gradient"
+    );
+    assert_eq!(plain, grads(true));
+}
+
+#[test]
+fn a_constant_made_trainable_after_the_forward_gets_the_plain_gradient() {
+    // The plain graph has no edge to c: c gets no gradient, x its own.
+    let c = Tensor::<f64>::randn(&[3]);
+    let x = param(&[2, 3]);
+    let f: Fun = {
+        let c = c.clone();
+        Arc::new(move |xs| (&xs[0] * &c).sin() * &c)
+    };
+    let grads = |checkpointed: bool| {
+        c.set_requires_grad(false);
+        let loss = run(&f, &[x.clone()], checkpointed).sum();
+        c.set_requires_grad(true);
+        loss.backward();
+        assert!(c.requires_grad());
+        take_grads(&[&x, &c])
+    };
+    let plain = grads(false);
+    assert!(plain[0].is_some() && plain[1].is_none());
+    assert_eq!(plain, grads(true));
+    c.set_requires_grad(false);
+}
+
+#[test]
+fn flags_changed_after_the_forward_in_nested_checkpoints() {
+    let (w1, w2) = (param(&[3, 3]), param(&[3, 3]));
+    let x = param(&[2, 3]);
+    let f: Fun = {
+        let (w1, w2) = (w1.clone(), w2.clone());
+        Arc::new(move |xs| {
+            let w1 = w1.clone();
+            let h = tapegrad::checkpoint(move |ys| ys[0].matmul(&w1).tanh(), &[xs[0].clone()]);
+            h.matmul(&w2).sin()
+        })
+    };
+    let grads = |checkpointed: bool| {
+        w1.set_requires_grad(true);
+        x.set_requires_grad(true);
+        let loss = run(&f, &[x.clone()], checkpointed).sum();
+        w1.set_requires_grad(false);
+        x.set_requires_grad(false);
+        loss.backward();
+        take_grads(&[&x, &w1, &w2])
+    };
+    let plain = grads(false);
+    assert!(plain.iter().all(Option::is_some));
+    assert_eq!(plain, grads(true));
+}
+
+#[test]
+fn the_users_flags_come_back_when_the_rerun_panics() {
+    // w is frozen after the forward, then the re-run fails after setting
+    // w's flag back: once refused for b changed in place (read after w),
+    // once by the function itself.
+    let (w, b) = (param(&[3, 3]), param(&[3]));
+    let x = param(&[2, 3]);
+    let first = Arc::new(AtomicBool::new(true));
+    let forward = || {
+        let (w, b, first) = (w.clone(), b.clone(), first.clone());
+        first.store(true, Ordering::SeqCst);
+        tapegrad::checkpoint(
+            move |xs| {
+                let y = (xs[0].matmul(&w) + &b).tanh();
+                assert!(
+                    first.swap(false, Ordering::SeqCst),
+                    "the function refuses to run twice"
+                );
+                y
+            },
+            &[x.clone()],
+        )
+        .sum()
+    };
+    let loss = forward();
+    w.set_requires_grad(false);
+    tapegrad::no_grad(|| b.add_(&Tensor::full(&[3], 1.0)));
+    assert_refused(&panic_message(|| loss.backward()));
+    assert!(!w.requires_grad());
+
+    w.set_requires_grad(true);
+    let loss = forward();
+    w.set_requires_grad(false);
+    let msg = panic_message(|| loss.backward());
+    assert!(msg.contains("refuses to run twice"), "{msg}");
+    assert!(!w.requires_grad());
 }

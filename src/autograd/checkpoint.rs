@@ -13,11 +13,13 @@
 //!
 //! A re-run must compute what the forward computed. The forward notes the
 //! tensors from outside the scope that its ops read (every op asks
-//! `should_record` first), with their version; before a re-run, a tensor
-//! changed in place since is refused (the plain graph refuses a saved value
-//! changed in place; here any value read counts, as the re-run would
-//! compute with the new data). The re-run's saves are then compared with
-//! the forward's: op, role, dtype and shape of each.
+//! `should_record` first), with their version and `requires_grad`; before a
+//! re-run, a tensor changed in place since is refused (the plain graph
+//! refuses a saved value changed in place; here any value read counts, as
+//! the re-run would compute with the new data), and a `requires_grad`
+//! changed since is set back for the re-run, so that it records the
+//! forward's graph. The re-run's saves are then compared with the forward's:
+//! op, role, dtype and shape of each.
 //!
 //! A backward inside the checkpointed function (`grad` of something it
 //! computed, say) may unpack placeholders of the very scope whose forward is
@@ -376,20 +378,34 @@ struct Reads {
 struct Read {
     tensor: Box<dyn Watched>,
     version: u64,
+    requires_grad: bool,
 }
 
 /// A tensor as the frame watches it, whatever its dtype: weakly, so that
 /// no data is kept alive.
 trait Watched: Send + Sync {
-    /// Its version now, unless it is gone.
-    fn version(&self) -> Option<u64>;
+    /// Its version and `requires_grad` now, unless it is gone.
+    fn now(&self) -> Option<(u64, bool)>;
+    /// Sets `requires_grad` (of a leaf; non-leaves always require grad).
+    fn set_requires_grad(&self, flag: bool);
     /// What it is, for messages: its shape and the op that made it.
     fn describe(&self) -> String;
+    /// Another handle to it.
+    fn handle(&self) -> Box<dyn Watched>;
 }
 
 impl<T: Float> Watched for Weak<TensorImpl<T>> {
-    fn version(&self) -> Option<u64> {
-        Some(self.upgrade()?.version.load(Ordering::Acquire))
+    fn now(&self) -> Option<(u64, bool)> {
+        let t = Tensor {
+            inner: self.upgrade()?,
+        };
+        Some((t.inner.version.load(Ordering::Acquire), t.requires_grad()))
+    }
+
+    fn set_requires_grad(&self, flag: bool) {
+        if let Some(inner) = self.upgrade() {
+            Tensor { inner }.set_requires_grad(flag);
+        }
     }
 
     fn describe(&self) -> String {
@@ -399,6 +415,22 @@ impl<T: Float> Watched for Weak<TensorImpl<T>> {
                 None => format!("a leaf of shape {:?}", t.shape.as_slice()),
             },
             None => "a tensor dropped since".to_string(),
+        }
+    }
+
+    fn handle(&self) -> Box<dyn Watched> {
+        Box::new(self.clone())
+    }
+}
+
+/// Leaves whose `requires_grad` a re-run set back to the forward's; the
+/// user's flags come back when it drops (also when unwinding).
+struct FlagsGuard(Vec<(Box<dyn Watched>, bool)>);
+
+impl Drop for FlagsGuard {
+    fn drop(&mut self) {
+        for (tensor, flag) in &self.0 {
+            tensor.set_requires_grad(*flag);
         }
     }
 }
@@ -510,6 +542,7 @@ impl Frame {
                 reads.list.push(Read {
                     tensor: Box::new(Arc::downgrade(&t.inner)),
                     version: t.inner.version.load(Ordering::Acquire),
+                    requires_grad: t.requires_grad(),
                 });
             }
         }
@@ -517,12 +550,25 @@ impl Frame {
 
     /// Before a re-run: panics if a tensor the forward read from outside
     /// has been changed in place since (the re-run would compute with the
-    /// new data).
-    fn check_reads(&self) {
-        let modified = lock(&self.reads).list.iter().find_map(|r| {
-            let version = r.tensor.version()?; // gone: the re-run cannot read it
-            (version != r.version).then(|| (r.tensor.describe(), version, r.version))
-        });
+    /// new data); sets the `requires_grad` each had in the forward back on
+    /// those changed since, until the guard drops, so that the re-run's ops
+    /// record (and save) what the forward's did.
+    fn check_reads(&self) -> FlagsGuard {
+        let mut flags = FlagsGuard(Vec::new());
+        let mut modified = None;
+        for r in &lock(&self.reads).list {
+            let Some((version, requires_grad)) = r.tensor.now() else {
+                continue; // gone: the re-run cannot read it
+            };
+            if version != r.version {
+                modified = Some((r.tensor.describe(), version, r.version));
+                break;
+            }
+            if requires_grad != r.requires_grad {
+                r.tensor.set_requires_grad(r.requires_grad);
+                flags.0.push((r.tensor.handle(), requires_grad));
+            }
+        }
         if let Some((what, now, then)) = modified {
             panic!(
                 "checkpoint #{}: one of the values needed for gradient computation has been modified \
@@ -532,6 +578,7 @@ impl Frame {
                 self.id
             );
         }
+        flags
     }
 
     /// Re-runs the scope (no lock held meanwhile) and checks that it saved
@@ -540,8 +587,10 @@ impl Frame {
     /// past the forward's are dropped.
     fn recompute(&self) -> Recomputed {
         count(|c| c.reruns += 1);
-        self.check_reads();
-        let captured = (self.rerun)(self);
+        let captured = {
+            let _flags = self.check_reads();
+            (self.rerun)(self)
+        };
         let expected = lock(&self.expected);
         let so_far = self.forwarding.load(Ordering::Acquire);
         let (n, m) = (captured.len(), expected.len());
@@ -638,9 +687,11 @@ pub struct CheckpointOptions {
 ///
 /// `f` runs again with what its forward read: the inputs and the tensors it
 /// captured must not be changed in place until the backward is done (an
-/// optimizer step goes after it). A backward inside `f` (`grad` with
-/// `create_graph`, say) runs `f` once more when it needs values the forward
-/// dropped.
+/// optimizer step goes after it), and a `requires_grad` changed since the
+/// forward is the forward's again for the re-run (the graph, made in the
+/// forward, still sends the gradient it would without the checkpoint). A
+/// backward inside `f` (`grad` with `create_graph`, say) runs `f` once more
+/// when it needs values the forward dropped.
 ///
 /// **Panics** in backward if an input or a tensor `f` read was changed in
 /// place since the forward, or if the re-run saves other values than the
