@@ -171,7 +171,8 @@ struct SavedState<T: Float> {
     freed: bool,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+/// The id of the next node made (checkpoint scopes read it when they open).
+pub(crate) static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A recorded op. The rule lives in the node's own allocation (`R` is the
 /// closure's type until the node is made, `dyn` after).
@@ -452,8 +453,10 @@ pub(crate) fn mark_graph_memory<T: Float>(t: &Tensor<T>) {
     t.value().buf.countable.store(true, Ordering::Relaxed);
 }
 
-/// Whether an op on `inputs` is recorded now.
+/// Whether an op on `inputs` is recorded now. Every op asks before it
+/// reads its inputs, so a checkpoint's forward learns here what it reads.
 pub(crate) fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
+    checkpoint::note_reads(inputs);
     is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
 }
 
