@@ -35,6 +35,7 @@ mod float;
 mod layout;
 pub mod nn;
 mod ops;
+pub mod optim;
 mod pool;
 mod rng;
 mod storage;
