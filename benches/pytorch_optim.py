@@ -2,10 +2,13 @@
 each (float32, default options), printing the lines of
 `cargo bench --bench optim`: `<workload> <metric> <value>` (medians).
 
-`us_per_step` is torch.optim.Adam as constructed by default. On the CPU
-that is the per-parameter loop (`foreach=None` picks the multi-tensor
-kernels only for CUDA-like devices); `us_per_step_foreach` forces
-`foreach=True`, the multi-tensor implementation.
+`us_per_step` is torch.optim.Adam as constructed by default, with 2
+threads as benches/pytorch_ref.py. On the CPU that is the per-parameter loop
+(`foreach=None` picks the multi-tensor kernels only for CUDA-like devices);
+`us_per_step_foreach` forces `foreach=True`, the multi-tensor
+implementation; `us_per_step_1thread` is the default again on one thread
+(PyTorch's small ops run on one thread anyway, but its 2-thread figure
+suffers more when the machine is busy).
 
 Run: python benches/pytorch_optim.py   (needs `pip install torch`)
 """
@@ -36,3 +39,5 @@ def w7(metric, **options):
 if __name__ == "__main__":
     w7("us_per_step")
     w7("us_per_step_foreach", foreach=True)
+    torch.set_num_threads(1)
+    w7("us_per_step_1thread")
