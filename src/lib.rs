@@ -35,6 +35,7 @@ mod float;
 mod layout;
 pub mod nn;
 mod ops;
+pub mod optim;
 mod pool;
 mod rng;
 mod storage;
@@ -58,7 +59,7 @@ pub use autograd::planner::{
 };
 pub use float::Float;
 pub use ndarray;
-pub use rng::manual_seed;
+pub use rng::{manual_seed, randperm};
 pub use tensor::Tensor;
 
 /// `use tapegrad::prelude::*;` brings in the types and functions of the API.
@@ -66,9 +67,9 @@ pub mod prelude {
     pub use crate::{
         checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_planned, checkpoint_sequential,
         checkpoint_with, enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad,
-        plan_checkpoints, print_saved_residuals, saved_residuals, BackwardOptions, CheckpointOptions,
-        CheckpointPolicy, CustomOp, Float, GradOptions, GradcheckError, GradcheckOptions, NoGradGuard,
-        Tensor,
+        plan_checkpoints, print_saved_residuals, randperm, saved_residuals, BackwardOptions,
+        CheckpointOptions, CheckpointPolicy, CustomOp, Float, GradOptions, GradcheckError, GradcheckOptions,
+        NoGradGuard, Tensor,
     };
 }
 

@@ -3,6 +3,7 @@
 
 use crate::Float;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
 
@@ -21,6 +22,26 @@ thread_local! {
 /// ```
 pub fn manual_seed(seed: u64) {
     RNG.with(|r| *r.borrow_mut() = StdRng::seed_from_u64(seed));
+}
+
+/// A random permutation of `0..n` from this thread's generator
+/// (`torch.randperm`), every order equally likely (a Fisher-Yates
+/// shuffle); [`manual_seed`] reproduces it. For shuffling the rows of a
+/// data set each epoch.
+///
+/// ```
+/// tapegrad::manual_seed(3);
+/// let p = tapegrad::randperm(5);
+/// let mut sorted = p.clone();
+/// sorted.sort();
+/// assert_eq!(sorted, vec![0, 1, 2, 3, 4]);
+/// tapegrad::manual_seed(3);
+/// assert_eq!(tapegrad::randperm(5), p);
+/// ```
+pub fn randperm(n: usize) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..n).collect();
+    with_rng(|r| perm.shuffle(r));
+    perm
 }
 
 /// Runs `f` with this thread's generator.

@@ -6,5 +6,7 @@
 //! keys, so weights move between the two by name.
 
 mod module;
+mod weights;
 
 pub use module::Module;
+pub use weights::{load_safetensors, save_safetensors, WeightsError};

@@ -3,6 +3,7 @@
 
 pub(crate) mod binary;
 pub(crate) mod broadcast;
+pub(crate) mod compare;
 pub(crate) mod index;
 pub(crate) mod inplace;
 pub(crate) mod kernels;

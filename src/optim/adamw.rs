@@ -1,0 +1,112 @@
+//! AdamW (`torch.optim.AdamW`): Adam with decoupled weight decay.
+
+use super::{Adam, Optimizer};
+use crate::{Float, Tensor};
+
+/// AdamW (`torch.optim.AdamW`): Adam whose weight decay shrinks the
+/// parameters directly (θ ← θ - γλθ) instead of entering the gradient.
+/// Defaults as PyTorch: betas (0.9, 0.999), eps 1e-8, weight decay 0.01,
+/// no AMSGrad.
+///
+/// ```
+/// use tapegrad::optim::{AdamW, Optimizer};
+/// use tapegrad::prelude::*;
+///
+/// // with no gradient signal, only the decay acts: w ← w (1 - γλ)
+/// let w = Tensor::<f64>::ones(&[1]).set_requires_grad(true);
+/// let mut opt = AdamW::new(vec![w.clone()], 0.1);
+/// (&w * 0.0).sum().backward(); // a zero gradient
+/// opt.step();
+/// assert!((w.item() - (1.0 - 0.1 * 0.01)).abs() < 1e-12);
+/// ```
+pub struct AdamW<T: Float = f32>(Adam<T>);
+
+impl<T: Float> AdamW<T> {
+    /// AdamW over `params` with learning rate `lr` and PyTorch's defaults
+    /// (weight decay 0.01).
+    ///
+    /// ```
+    /// use tapegrad::optim::{AdamW, Optimizer};
+    /// let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// assert_eq!(AdamW::new(vec![w], 1e-3).lr(), 1e-3);
+    /// ```
+    ///
+    /// **Panics** if `lr` is negative or NaN.
+    pub fn new(params: Vec<Tensor<T>>, lr: T) -> Self {
+        AdamW(Adam::new(params, lr).weight_decay(T::of(0.01)).decoupled())
+    }
+
+    /// The decay rates of the two running averages (default 0.9, 0.999).
+    ///
+    /// ```
+    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// let opt = tapegrad::optim::AdamW::new(vec![w], 1e-3).betas(0.8, 0.99);
+    /// ```
+    ///
+    /// **Panics** unless both are in [0, 1).
+    pub fn betas(self, beta1: T, beta2: T) -> Self {
+        AdamW(self.0.betas(beta1, beta2))
+    }
+
+    /// The term added to the denominator for stability (default 1e-8).
+    ///
+    /// ```
+    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// let opt = tapegrad::optim::AdamW::new(vec![w], 1e-3).eps(1e-6);
+    /// ```
+    ///
+    /// **Panics** if `eps` is negative or NaN.
+    pub fn eps(self, eps: T) -> Self {
+        AdamW(self.0.eps(eps))
+    }
+
+    /// The decoupled weight decay λ (default 0.01).
+    ///
+    /// ```
+    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// let opt = tapegrad::optim::AdamW::new(vec![w], 1e-3).weight_decay(0.1);
+    /// ```
+    ///
+    /// **Panics** if `weight_decay` is negative or NaN.
+    pub fn weight_decay(self, weight_decay: T) -> Self {
+        AdamW(self.0.weight_decay(weight_decay))
+    }
+
+    /// AMSGrad (default off), as [`Adam::amsgrad`].
+    ///
+    /// ```
+    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// let opt = tapegrad::optim::AdamW::new(vec![w], 1e-3).amsgrad(true);
+    /// ```
+    pub fn amsgrad(self, amsgrad: bool) -> Self {
+        AdamW(self.0.amsgrad(amsgrad))
+    }
+}
+
+impl<T: Float> Optimizer<T> for AdamW<T> {
+    /// One step of AdamW, as the algorithm of PyTorch's `AdamW` docs, for
+    /// each parameter θ with a gradient g (t counts this parameter's steps;
+    /// m, v and v_max start at zero):
+    ///
+    /// 1. θ ← θ - γ λ θ (the decay acts on θ, not on g);
+    /// 2. m ← β₁ m + (1 - β₁) g and v ← β₂ v + (1 - β₂) g²;
+    /// 3. m̂ ← m / (1 - β₁ᵗ);
+    /// 4. with AMSGrad, v_max ← max(v_max, v) and v̂ ← v_max / (1 - β₂ᵗ);
+    ///    else v̂ ← v / (1 - β₂ᵗ);
+    /// 5. θ ← θ - γ m̂ / (√v̂ + ε).
+    fn step(&mut self) {
+        self.0.update();
+    }
+
+    fn zero_grad(&mut self) {
+        self.0.zero_grad();
+    }
+
+    fn lr(&self) -> T {
+        self.0.lr()
+    }
+
+    fn set_lr(&mut self, lr: T) {
+        self.0.set_lr(lr);
+    }
+}
