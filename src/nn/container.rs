@@ -92,7 +92,10 @@ impl<T: Float> fmt::Debug for Sequential<T> {
 }
 
 /// `"{prefix}.{name}"` for each entry.
-fn prefixed<T: Float>(prefix: usize, entries: Vec<(String, Tensor<T>)>) -> impl Iterator<Item = (String, Tensor<T>)> {
+fn prefixed<T: Float>(
+    prefix: usize,
+    entries: Vec<(String, Tensor<T>)>,
+) -> impl Iterator<Item = (String, Tensor<T>)> {
     entries
         .into_iter()
         .map(move |(name, t)| (format!("{prefix}.{name}"), t))

@@ -9,7 +9,11 @@ use crate::{rng, Float, Tensor};
 /// `√3 · √(2 / (1 + a²)) / √fan_in` is `1/√fan_in`) and for their biases.
 /// With `fan_in = 0` the bound is 0 (PyTorch leaves such tensors empty).
 pub(crate) fn uniform_fan_in<T: Float>(shape: &[usize], fan_in: usize) -> Tensor<T> {
-    let bound = if fan_in > 0 { 1.0 / (fan_in as f64).sqrt() } else { 0.0 };
+    let bound = if fan_in > 0 {
+        1.0 / (fan_in as f64).sqrt()
+    } else {
+        0.0
+    };
     let n = shape.iter().product();
     let values = rng::uniform::<f64>(n)
         .into_iter()

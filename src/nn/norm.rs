@@ -51,7 +51,12 @@ impl<T: Float> LayerNorm<T> {
 impl<T: Float> Module<T> for LayerNorm<T> {
     /// **Panics** if the input's shape does not end with `normalized_shape`.
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
-        x.layer_norm(&self.normalized_shape, Some(&self.weight), Some(&self.bias), self.eps)
+        x.layer_norm(
+            &self.normalized_shape,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+        )
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {

@@ -38,7 +38,7 @@ pub fn clip_grad_norm<T: Float>(params: &[Tensor<T>], max_norm: T) -> T {
     // PyTorch multiplies by min(coef, 1): by 1 (nothing to do) unless the
     // total is larger, or NaN.
     let coef = max_norm / (total + T::of(1e-6));
-    if !(coef >= T::one()) {
+    if coef < T::one() || coef.is_nan() {
         let coef = Tensor::scalar(coef);
         no_grad(|| grads.iter().for_each(|g| g.mul_(&coef)));
     }
