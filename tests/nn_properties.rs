@@ -369,6 +369,22 @@ proptest! {
     }
 }
 
+/// Layer norm as the composition of ops its definition reads as (the fused
+/// op must agree with it to any order).
+fn layer_norm_composed(
+    x: &Tensor<f64>,
+    norm: &[usize],
+    w: &Tensor<f64>,
+    b: &Tensor<f64>,
+    eps: f64,
+) -> Tensor<f64> {
+    let width: usize = norm.iter().product();
+    let rows = x.reshape(&[x.numel() / width, width]);
+    let centred = &rows - rows.mean_dim(1, true);
+    let var = (&centred * &centred).mean_dim(1, true);
+    (centred / (var + eps).sqrt()).reshape(x.shape()) * w + b
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES / 4))]
 
@@ -379,6 +395,48 @@ proptest! {
             |t| grad_of_square(t, |t| t[0].layer_norm(&norm, Some(&t[1]), None, eps)),
             &[x, w],
         )?;
+    }
+
+    #[test]
+    fn layer_norm_third_derivatives((x, norm, _, _, eps) in layer_norm_case()) {
+        // the gradient of the gradient, checked again: runs the backward
+        // rule of the normalisation's gradient's gradient
+        let u = x.cos();
+        assert_gradcheck(
+            |t| {
+                let g = grad_of_square(t, |t| t[0].layer_norm(&norm, None, None, eps).powf(3.0));
+                tapegrad::grad(&[(g * &u).sum()], &[t[0].clone()], create_graph())[0].clone().unwrap()
+            },
+            &[x],
+        )?;
+    }
+
+    #[test]
+    fn fused_layer_norm_agrees_with_its_composition((x, norm, w, b, eps) in layer_norm_case()) {
+        let x = x.set_requires_grad(true);
+        let w = w.unwrap_or_else(|| Tensor::ones(&norm)).set_requires_grad(true);
+        let b = b.unwrap_or_else(|| Tensor::zeros(&norm)).set_requires_grad(true);
+        let fused = x.layer_norm(&norm, Some(&w), Some(&b), eps);
+        let composed = layer_norm_composed(&x, &norm, &w, &b, eps);
+        assert_all_close(&fused.to_vec(), &composed.to_vec(), 1e-12)?;
+        // the gradients of x, w and b
+        let d = |y: &Tensor<f64>, wrt: &[Tensor<f64>], seed: &Tensor<f64>| {
+            let opts = GradOptions { create_graph: true, ..Default::default() };
+            tapegrad::grad(&[(y * seed).sum()], wrt, opts).into_iter().map(Option::unwrap).collect::<Vec<_>>()
+        };
+        let seed = x.detach().sin();
+        let params = [x.clone(), w.clone(), b.clone()];
+        let (gf, gc) = (d(&fused, &params, &seed), d(&composed, &params, &seed));
+        for (f, c) in gf.iter().zip(&gc) {
+            assert_all_close(&f.to_vec(), &c.to_vec(), 1e-9)?;
+        }
+        // second and third derivatives in x, along other directions
+        let mut pair = (gf[0].clone(), gc[0].clone());
+        for order in 2..=3 {
+            let seed = x.detach().cos() * order as f64;
+            pair = (d(&pair.0, &params[..1], &seed).remove(0), d(&pair.1, &params[..1], &seed).remove(0));
+            assert_all_close(&pair.0.to_vec(), &pair.1.to_vec(), 1e-9)?;
+        }
     }
 }
 
