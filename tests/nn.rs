@@ -484,3 +484,29 @@ fn other_layers_name_what_they_expected() {
         },
     );
 }
+
+// ------------------------------------------------------------ grad_fn
+
+#[test]
+fn grad_fn_names_are_those_docs_ops_md_lists() {
+    let x = Tensor::<f32>::ones(&[1, 2, 4, 4]).set_requires_grad(true);
+    let w = Tensor::<f32>::ones(&[3, 2, 3, 3]);
+    let name = |t: Tensor<f32>| t.grad_fn_name().unwrap();
+    assert_eq!(name(x.conv2d(&w, None, 1, 1)), "SwapOuterBackward");
+    assert_eq!(name(x.max_pool2d(2, 2)), "MaxPool2dBackward");
+    let rows = Tensor::<f32>::ones(&[2, 4]).set_requires_grad(true);
+    let (scale, shift) = (Tensor::ones(&[4]), Tensor::zeros(&[4]));
+    assert_eq!(
+        name(rows.layer_norm(&[4], Some(&scale), Some(&shift), 1e-5)),
+        "AddBackward"
+    );
+    assert_eq!(
+        name(rows.layer_norm(&[4], Some(&scale), None, 1e-5)),
+        "MulBackward"
+    );
+    assert_eq!(name(rows.layer_norm(&[4], None, None, 1e-5)), "ViewBackward");
+    assert_eq!(
+        name(Tensor::from_vec(vec![1.0, 0.0], &[2]).embedding(&rows)),
+        "ViewBackward"
+    );
+}
