@@ -8,7 +8,7 @@
 //! (copy-on-write), which is why views and saved values are snapshots.
 
 use crate::{layout, pool, Float};
-use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn, ShapeBuilder, Zip};
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
@@ -241,7 +241,11 @@ impl<T: Float> Value<T> {
     pub(crate) fn to_vec(&self) -> Vec<T> {
         match self.as_slice() {
             Some(s) => s.to_vec(),
-            None => self.view().iter().copied().collect(),
+            None => {
+                let mut v = vec![T::zero(); self.numel()];
+                self.copy_into(&mut v);
+                v
+            }
         }
     }
 
@@ -250,9 +254,18 @@ impl<T: Float> Value<T> {
         if self.is_contiguous() {
             self.clone()
         } else {
-            let data = collect_data(self.numel(), self.view().iter().copied());
+            let mut data = filled(T::zero(), self.numel());
+            self.copy_into(&mut data);
             Value::from_vec(data, &self.shape)
         }
+    }
+
+    /// Copies the elements, row-major, into `dst` (`numel` long) through
+    /// ndarray's `Zip`, which runs the innermost axis as a tight loop: the
+    /// element iterator cost about 25 ns per element of a broadcast view.
+    fn copy_into(&self, dst: &mut [T]) {
+        let dst = ArrayViewMutD::from_shape(IxDyn(&self.shape), dst).expect("numel elements");
+        Zip::from(dst).and(&self.view()).for_each(|d, &s| *d = s);
     }
 
     /// The same buffer seen with another layout (a view).

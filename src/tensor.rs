@@ -388,11 +388,14 @@ impl<T: Float> Tensor<T> {
         let src = g.value();
         match src.as_slice() {
             Some(s) => buf.data.iter_mut().zip(s).for_each(|(d, &s)| *d = *d + s),
-            None => buf
-                .data
-                .iter_mut()
-                .zip(src.view().iter())
-                .for_each(|(d, &s)| *d = *d + s),
+            None => {
+                // Zip, not the element iterator: see `Value::copy_into`.
+                let dst = ndarray::ArrayViewMutD::from_shape(ndarray::IxDyn(&inner.shape), &mut buf.data[..])
+                    .expect("contiguous, whole");
+                ndarray::Zip::from(dst)
+                    .and(&src.view())
+                    .for_each(|d, &s| *d = *d + s);
+            }
         }
         inner.version.fetch_add(1, Ordering::AcqRel);
         true
