@@ -35,9 +35,9 @@ mod embedding;
 mod init;
 mod linear;
 mod module;
-mod weights;
 mod norm;
 mod utils;
+mod weights;
 
 pub use activation::{Flatten, ReLU, Sigmoid, Tanh, GELU};
 pub use container::Sequential;
@@ -46,6 +46,6 @@ pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use module::Module;
-pub use weights::{load_safetensors, save_safetensors, WeightsError};
 pub use norm::LayerNorm;
 pub use utils::clip_grad_norm;
+pub use weights::{load_safetensors, save_safetensors, WeightsError};
