@@ -4,6 +4,7 @@ same machine-readable lines as `cargo bench --bench workloads`:
 
 Run: python benches/pytorch_ref.py [W1 W2 ...]   (needs `pip install torch`)
 """
+import ctypes
 import statistics
 import sys
 import threading
@@ -28,6 +29,30 @@ def timed(warmup, runs, f):
 
 def report(workload, metric, value):
     print(f"{workload} {metric} {value:.6f}", flush=True)
+
+
+def status_bytes(field):
+    """A line `<field>: <n> kB` of /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) << 10
+    raise KeyError(field)
+
+
+def peak_rss_during(f):
+    """The peak resident set during f() above the resident set before it, in
+    bytes: VmHWM after resetting it to the current VmRSS (by writing 5 to
+    /proc/self/clear_refs), as benches/workloads.rs measures tapegrad.
+    Memory that earlier steps freed but glibc kept is given back first
+    (malloc_trim), so that the step cannot hide its peak in it. Linux and
+    glibc only."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = status_bytes("VmRSS")
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    f()
+    return status_bytes("VmHWM") - before
 
 
 def w1():
@@ -136,6 +161,9 @@ def w4():
 
         report("W4", f"{name}_ms", timed(1, 5, run) * 1e3)
         report("W4", f"{name}_saved_mib", mib)
+        # A step's peak resident memory, the weights' gradients (128 MiB)
+        # made by its backward.
+        report("W4", f"{name}_peak_rss_mib", peak_rss_during(run) / 2**20)
 
 
 def w5():

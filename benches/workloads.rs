@@ -33,6 +33,42 @@ fn report(workload: &str, metric: &str, value: f64) {
     println!("{workload} {metric} {value:.6}");
 }
 
+/// A line `<field>: <n> kB` of /proc/self/status, in bytes.
+fn status_bytes(field: &str) -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    let kb: usize = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("a number of kB");
+    kb << 10
+}
+
+extern "C" {
+    /// glibc: gives the heap's free memory back to the system.
+    fn malloc_trim(pad: usize) -> i32;
+}
+
+/// The peak resident set during `f` above the resident set before it, in
+/// bytes: VmHWM after resetting it to the current VmRSS (by writing 5 to
+/// /proc/self/clear_refs), as `benches/pytorch_ref.py` measures PyTorch.
+/// Memory that earlier steps freed but glibc kept is given back first
+/// (`malloc_trim`), so that the step cannot hide its peak in it. Linux and
+/// glibc only.
+fn peak_rss_during(f: impl FnOnce()) -> usize {
+    // SAFETY: malloc_trim only releases free memory of glibc's heaps.
+    unsafe { malloc_trim(0) };
+    let before = status_bytes("VmRSS");
+    std::fs::write("/proc/self/clear_refs", "5").expect("resetting VmHWM");
+    f();
+    status_bytes("VmHWM") - before
+}
+
 /// W1: 10,000 × y = tanh(y * 1.0001 + 0.0001) on f32 [16], then backward.
 fn w1() {
     let x = Tensor::<f32>::randn(&[16]).set_requires_grad(true);
@@ -150,11 +186,21 @@ fn w4() {
         let y = forward(segments);
         let saved = tapegrad::memory::saved_bytes() - base;
         drop(y);
+        // A step's peak resident memory from an empty buffer cache, the
+        // weights' gradients (128 MiB) made by its backward.
+        tapegrad::memory::empty_cache();
+        let rss = peak_rss_during(|| forward(segments).sum().backward());
+        zero();
         report("W4", &format!("{name}_ms"), median(times) * 1e3);
         report(
             "W4",
             &format!("{name}_saved_mib"),
             saved as f64 / (1 << 20) as f64,
+        );
+        report(
+            "W4",
+            &format!("{name}_peak_rss_mib"),
+            rss as f64 / (1 << 20) as f64,
         );
     }
 }
