@@ -1,4 +1,4 @@
-//! A per-thread cache of freed large element buffers, handed to the next
+//! A process-wide cache of freed large element buffers, handed to the next
 //! buffer of the same length.
 //!
 //! A training loop frees and makes the same buffers every step. Given back
@@ -6,125 +6,229 @@
 //! returns big blocks with `munmap` or by trimming the heap), and the next
 //! step pays a page fault and a page clear for every 4 KiB of it again: a
 //! quarter of W2's time, more than its elementwise ops. So buffers of at
-//! least [`MIN_BYTES`] are kept here when they drop, up to [`MAX_BYTES`] per
-//! thread, and reused only for the exact same length (a tensor's buffer is
-//! never larger than it needs; `memory::saved_bytes` stays exact).
-//! [`crate::memory::empty_cache`] gives the memory back.
+//! least [`MIN_BYTES`] are kept here when they drop, up to a limit for the
+//! whole process ([`DEFAULT_LIMIT`] unless [`set_limit`] says otherwise),
+//! and reused only for the exact same length (a tensor's buffer is never
+//! larger than it needs; `memory::saved_bytes` stays exact).
+//!
+//! One cache behind a mutex rather than one per thread: a buffer freed by
+//! one thread serves the next of its length in any thread, the limit holds
+//! for the process however many threads free buffers, and
+//! [`crate::memory::empty_cache`] reaches all of it. The lock is taken once
+//! per buffer of 64 KiB or more, whose elements take microseconds to write;
+//! it is held for a scan of the cached buffers and never while memory is
+//! freed.
 
-use std::any::Any;
-use std::cell::RefCell;
+use std::any::{Any, TypeId};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Smaller buffers go straight back to the allocator (its own caches serve
 /// them well; and they page-fault little).
 pub(crate) const MIN_BYTES: usize = 64 << 10;
 
-/// At most this many bytes are kept per thread; a buffer that would go over
-/// is freed.
-pub(crate) const MAX_BYTES: usize = 256 << 20;
+/// The limit of cached bytes unless [`set_limit`] changes it.
+pub(crate) const DEFAULT_LIMIT: usize = 256 << 20;
 
+/// At most this many bytes are cached; a buffer that would go over is freed.
+static LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_LIMIT);
+
+static CACHE: Mutex<Cache> = Mutex::new(Cache::new());
+
+/// A cached allocation of one of the element types.
+enum Kept {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Kept {
+    /// `v`'s allocation as a cache entry (`None` for types never cached).
+    fn wrap<T: 'static>(mut v: Vec<T>) -> Option<Kept> {
+        v.clear();
+        let mut v = Some(v);
+        let slot: &mut dyn Any = &mut v;
+        if let Some(v) = slot.downcast_mut::<Option<Vec<f32>>>() {
+            return v.take().map(Kept::F32);
+        }
+        slot.downcast_mut::<Option<Vec<f64>>>()?.take().map(Kept::F64)
+    }
+
+    /// Whether this is an allocation of exactly `n` elements of `T`.
+    fn fits<T: 'static>(&self, n: usize) -> bool {
+        let (ty, len) = match self {
+            Kept::F32(v) => (TypeId::of::<f32>(), v.capacity()),
+            Kept::F64(v) => (TypeId::of::<f64>(), v.capacity()),
+        };
+        ty == TypeId::of::<T>() && len == n
+    }
+
+    /// The allocation as the `Vec<T>` it is ([`fits`](Kept::fits)).
+    fn unwrap<T: 'static>(self) -> Vec<T> {
+        let mut out: Option<Vec<T>> = None;
+        let slot: &mut dyn Any = &mut out;
+        let typed = match self {
+            Kept::F32(v) => slot.downcast_mut().map(|out| *out = Some(v)),
+            Kept::F64(v) => slot.downcast_mut().map(|out| *out = Some(v)),
+        };
+        typed.and(out).expect("a Vec<T>: checked by `fits`")
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Kept::F32(v) => v.capacity() * 4,
+            Kept::F64(v) => v.capacity() * 8,
+        }
+    }
+}
+
+/// The cached buffers, oldest first, and their bytes.
 #[derive(Default)]
-struct Pools {
-    f32: Vec<Vec<f32>>,
-    f64: Vec<Vec<f64>>,
+struct Cache {
+    kept: VecDeque<Kept>,
     bytes: usize,
 }
 
-thread_local! {
-    static POOLS: RefCell<Pools> = RefCell::default();
-}
-
-/// The list of cached buffers of `T` (`None` for types never cached).
-fn list<T: 'static>(pools: &mut Pools) -> Option<&mut Vec<Vec<T>>> {
-    let f32s: &mut dyn Any = &mut pools.f32;
-    if let Some(list) = f32s.downcast_mut() {
-        return Some(list);
+impl Cache {
+    const fn new() -> Self {
+        Cache {
+            kept: VecDeque::new(),
+            bytes: 0,
+        }
     }
-    let f64s: &mut dyn Any = &mut pools.f64;
-    f64s.downcast_mut()
+
+    /// A cached buffer of exactly `n` elements of `T`, taken out.
+    fn take<T: 'static>(&mut self, n: usize) -> Option<Vec<T>> {
+        let i = self.kept.iter().position(|k| k.fits::<T>(n))?;
+        let kept = self.kept.remove(i).expect("found");
+        self.bytes -= kept.bytes();
+        Some(kept.unwrap())
+    }
+
+    /// Keeps `kept` if that stays within `limit` bytes; else hands it back
+    /// (to be freed).
+    fn keep(&mut self, kept: Kept, limit: usize) -> Option<Kept> {
+        if self.bytes + kept.bytes() > limit {
+            return Some(kept);
+        }
+        self.bytes += kept.bytes();
+        self.kept.push_back(kept);
+        None
+    }
+
+    /// The oldest cached buffer, taken out.
+    fn pop_oldest(&mut self) -> Option<Kept> {
+        let kept = self.kept.pop_front()?;
+        self.bytes -= kept.bytes();
+        Some(kept)
+    }
 }
 
-/// An empty `Vec` with room for exactly `n` elements: a cached one if this
-/// thread has one of that capacity.
+/// The cache, whichever thread panicked while holding it (its state is
+/// consistent between any two statements).
+fn lock() -> MutexGuard<'static, Cache> {
+    CACHE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An empty `Vec` with room for exactly `n` elements: a cached one if there
+/// is one of that capacity.
 pub(crate) fn take<T: 'static>(n: usize) -> Vec<T> {
     if n * std::mem::size_of::<T>() >= MIN_BYTES {
-        let cached = POOLS.try_with(|p| {
-            let mut pools = p.borrow_mut();
-            let list = list::<T>(&mut pools)?;
-            let i = list.iter().position(|v| v.capacity() == n)?;
-            let v = list.swap_remove(i);
-            pools.bytes -= n * std::mem::size_of::<T>();
-            Some(v)
-        });
-        if let Ok(Some(v)) = cached {
+        if let Some(v) = lock().take(n) {
             return v;
         }
     }
     Vec::with_capacity(n)
 }
 
-/// Takes `v`'s allocation for later reuse, or frees it (small, over the
-/// limit, or during thread exit).
-pub(crate) fn give<T: 'static>(mut v: Vec<T>) {
-    let bytes = v.capacity() * std::mem::size_of::<T>();
-    if bytes < MIN_BYTES {
+/// Takes `v`'s allocation for later reuse, or frees it (small, of a type
+/// not cached, or over the limit).
+pub(crate) fn give<T: 'static>(v: Vec<T>) {
+    if v.capacity() * std::mem::size_of::<T>() < MIN_BYTES {
         return;
     }
-    v.clear();
-    // `try_with` fails while the thread's locals are being destroyed: `v`
-    // is then simply freed.
-    let _ = POOLS.try_with(|p| {
-        let mut pools = p.borrow_mut();
-        if pools.bytes + bytes <= MAX_BYTES {
-            if let Some(list) = list::<T>(&mut pools) {
-                list.push(v);
-                pools.bytes += bytes;
-            }
+    let Some(kept) = Kept::wrap(v) else { return };
+    let refused = lock().keep(kept, LIMIT.load(Ordering::Relaxed));
+    drop(refused); // freed, if it was, outside the lock
+}
+
+/// Frees the oldest cached buffers until at most `bytes` remain.
+fn shrink_to(bytes: usize) {
+    loop {
+        let mut cache = lock();
+        if cache.bytes <= bytes {
+            return;
         }
-    });
+        let oldest = cache.pop_oldest();
+        drop(cache);
+        drop(oldest); // outside the lock
+    }
 }
 
-/// Frees this thread's cached buffers.
+/// Frees every cached buffer.
 pub(crate) fn clear() {
-    let _ = POOLS.try_with(|p| *p.borrow_mut() = Pools::default());
+    shrink_to(0);
 }
 
-/// The bytes this thread keeps cached.
+/// The bytes cached.
 pub(crate) fn cached_bytes() -> usize {
-    POOLS.try_with(|p| p.borrow().bytes).unwrap_or(0)
+    lock().bytes
+}
+
+/// Caches at most `bytes` from now on, freeing the oldest buffers over it.
+pub(crate) fn set_limit(bytes: usize) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+    shrink_to(bytes);
+}
+
+/// The current limit of cached bytes.
+pub(crate) fn limit() -> usize {
+    LIMIT.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]
 mod tests {
+    //! The cache's bookkeeping, on caches of their own (the process-wide
+    //! one is shared by the tests running beside these: tests/pool.rs
+    //! checks it).
     use super::*;
 
-    #[test]
-    fn a_given_buffer_is_taken_again_for_the_same_length_only() {
-        clear();
-        let n = MIN_BYTES / 4;
-        let v: Vec<f32> = Vec::with_capacity(n);
-        let ptr = v.as_ptr();
-        give(v);
-        assert_eq!(cached_bytes(), n * 4);
-        let longer = take::<f32>(n + 1);
-        let wider = take::<f64>(n);
-        assert_eq!(cached_bytes(), n * 4, "neither the length nor the type matches");
-        drop((longer, wider));
-        let again = take::<f32>(n);
-        assert_eq!((again.as_ptr(), again.len(), again.capacity()), (ptr, 0, n));
-        assert_eq!(cached_bytes(), 0);
+    fn kept<T: 'static>(n: usize) -> Kept {
+        Kept::wrap(Vec::<T>::with_capacity(n)).expect("an element type")
     }
 
     #[test]
-    fn small_buffers_and_buffers_over_the_limit_are_freed() {
-        clear();
-        give(Vec::<f64>::with_capacity(16));
-        assert_eq!(cached_bytes(), 0);
-        for _ in 0..MAX_BYTES / MIN_BYTES + 3 {
-            give(Vec::<u8>::with_capacity(MIN_BYTES)); // not an element type
-            give(Vec::<f32>::with_capacity(MIN_BYTES / 4));
-        }
-        assert_eq!(cached_bytes(), MAX_BYTES);
-        clear();
-        assert_eq!(cached_bytes(), 0);
+    fn a_kept_buffer_is_taken_again_for_the_same_length_and_type_only() {
+        let mut cache = Cache::new();
+        let n = MIN_BYTES / 4;
+        let v: Vec<f32> = Vec::with_capacity(n);
+        let ptr = v.as_ptr();
+        assert!(cache.keep(Kept::wrap(v).unwrap(), usize::MAX).is_none());
+        assert_eq!(cache.bytes, n * 4);
+        assert!(cache.take::<f32>(n + 1).is_none(), "another length");
+        assert!(cache.take::<f64>(n).is_none(), "another type");
+        assert_eq!(cache.bytes, n * 4);
+        let again = cache.take::<f32>(n).expect("the same length and type");
+        assert_eq!((again.as_ptr(), again.len(), again.capacity()), (ptr, 0, n));
+        assert_eq!((cache.bytes, cache.kept.len()), (0, 0));
+    }
+
+    #[test]
+    fn the_limit_refuses_buffers_and_the_oldest_go_first() {
+        let mut cache = Cache::new();
+        let n = MIN_BYTES / 8;
+        assert!(cache.keep(kept::<f64>(n), 2 * MIN_BYTES).is_none());
+        assert!(cache.keep(kept::<f32>(2 * n), 2 * MIN_BYTES).is_none());
+        let refused = cache.keep(kept::<f32>(2 * n), 2 * MIN_BYTES);
+        assert_eq!(refused.map(|k| k.bytes()), Some(MIN_BYTES), "over the limit");
+        assert_eq!(cache.bytes, 2 * MIN_BYTES);
+        assert!(matches!(cache.pop_oldest(), Some(Kept::F64(_))));
+        assert!(matches!(cache.pop_oldest(), Some(Kept::F32(_))));
+        assert!(cache.pop_oldest().is_none());
+        assert_eq!(cache.bytes, 0);
+        assert!(
+            Kept::wrap(Vec::<u8>::with_capacity(MIN_BYTES)).is_none(),
+            "not an element type"
+        );
     }
 }

@@ -1,15 +1,104 @@
 //! Large buffers freed by one training step are reused by the next, so a
 //! steady loop takes no new memory from the system (and pays no page faults
-//! for it). Process-wide heap counters: one test in this file.
+//! for it); the cache is one for the process, bounded, and emptied whole.
+//! Process-wide heap counters and cache: the tests take turns ([`serial`]).
 
-use tapegrad::memory::CountingAllocator;
+use std::sync::{Barrier, Mutex, MutexGuard, PoisonError};
+use tapegrad::memory::{cached_bytes, empty_cache, CountingAllocator};
 use tapegrad::prelude::*;
 
 #[global_allocator]
 static HEAP: CountingAllocator = CountingAllocator;
 
+/// Held by each test while it runs, so that no other test's buffers move the
+/// counters.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A tensor of `bytes` zeros whose pages are never touched (`vec!` of zeros
+/// asks the allocator for zeroed memory, which the kernel maps lazily): the
+/// heap counts it, the resident set does not.
+fn untouched(bytes: usize) -> Tensor<f32> {
+    Tensor::from_vec(vec![0.0; bytes / 4], &[bytes / 4])
+}
+
+/// Runs `threads` threads that each drop a tensor of `bytes` and then wait
+/// while `f` runs, so that nothing they cached can go with their exit.
+fn with_threads_that_dropped(threads: usize, bytes: usize, f: impl FnOnce()) {
+    let dropped = Barrier::new(threads + 1);
+    let done = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                drop(untouched(bytes));
+                dropped.wait();
+                done.wait();
+            });
+        }
+        dropped.wait();
+        // The threads are let go even if `f` fails.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        done.wait();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    });
+}
+
+#[test]
+fn empty_cache_frees_the_buffers_of_every_thread() {
+    let _serial = serial();
+    empty_cache();
+    let bytes = 1 << 20;
+    let live = CountingAllocator::live();
+    with_threads_that_dropped(2, bytes, || {
+        assert_eq!(cached_bytes(), 2 * bytes, "cached_bytes counts every thread's");
+        assert!(CountingAllocator::live() >= live + 2 * bytes);
+        empty_cache();
+        assert_eq!(cached_bytes(), 0);
+        assert!(
+            CountingAllocator::live() < live + bytes,
+            "empty_cache on this thread frees what the others cached: {} bytes still on the heap",
+            CountingAllocator::live() - live
+        );
+    });
+}
+
+#[test]
+fn the_cache_is_bounded_for_the_whole_process() {
+    let _serial = serial();
+    empty_cache();
+    let limit = tapegrad::memory::cache_limit();
+    let bytes = limit / 10 * 4; // a multiple of 4, of which two fit
+    let live = CountingAllocator::live();
+    with_threads_that_dropped(4, bytes, || {
+        let cached = CountingAllocator::live().saturating_sub(live);
+        assert!(
+            cached <= limit,
+            "4 threads each dropped {bytes} bytes: {cached} bytes are kept, over the limit of {limit}"
+        );
+        assert_eq!(cached_bytes(), 2 * bytes, "two fit");
+    });
+    // A lower limit frees the oldest buffers over it; 0 turns the cache off.
+    empty_cache();
+    drop(untouched(1 << 20));
+    drop(untouched(2 << 20));
+    assert_eq!(cached_bytes(), 3 << 20);
+    tapegrad::memory::set_cache_limit(2 << 20);
+    assert_eq!(cached_bytes(), 2 << 20, "the oldest buffer went first");
+    tapegrad::memory::set_cache_limit(0);
+    assert_eq!(cached_bytes(), 0);
+    drop(untouched(1 << 20));
+    assert_eq!(cached_bytes(), 0, "nothing is cached under a limit of 0");
+    tapegrad::memory::set_cache_limit(limit);
+}
+
 #[test]
 fn a_warm_training_step_reuses_its_buffers() {
+    let _serial = serial();
+    empty_cache();
     tapegrad::manual_seed(0);
     let x = Tensor::<f32>::randn(&[128, 256]);
     let w1 = (Tensor::<f32>::randn(&[256, 256]) * 0.05)

@@ -43,10 +43,11 @@ pub fn reset_peak() {
     PEAK.store(SAVED.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
-/// Frees the large buffers this thread keeps for reuse. Tensors of 64 KiB
-/// and more keep their allocation when they drop, for the next tensor of
-/// the same length (up to 256 MiB per thread), which spares a training loop
-/// the page faults of fresh memory at every step; this gives it back (like
+/// Frees every large buffer kept for reuse, whichever thread freed it.
+/// Tensors of 64 KiB and more keep their allocation when they drop, for the
+/// next tensor of the same length in any thread (up to [`cache_limit`]
+/// bytes for the whole process), which spares a training loop the page
+/// faults of fresh memory at every step; this gives it back (like
 /// `torch.cuda.empty_cache`).
 ///
 /// ```
@@ -60,10 +61,29 @@ pub fn empty_cache() {
     pool::clear();
 }
 
-/// The bytes of freed buffers this thread keeps for reuse (see
+/// The bytes of freed buffers kept for reuse, by all threads (see
 /// [`empty_cache`]).
 pub fn cached_bytes() -> usize {
     pool::cached_bytes()
+}
+
+/// Keeps at most `bytes` of freed buffers for reuse from now on, in the
+/// whole process, freeing the oldest ones over it; 0 turns the cache off.
+/// The limit is 256 MiB unless set.
+///
+/// ```
+/// tapegrad::memory::set_cache_limit(0);
+/// drop(tapegrad::Tensor::<f32>::zeros(&[256, 256]));
+/// assert_eq!(tapegrad::memory::cached_bytes(), 0);
+/// tapegrad::memory::set_cache_limit(256 << 20);
+/// ```
+pub fn set_cache_limit(bytes: usize) {
+    pool::set_limit(bytes);
+}
+
+/// The most bytes of freed buffers kept for reuse ([`set_cache_limit`]).
+pub fn cache_limit() -> usize {
+    pool::limit()
 }
 
 /// Counts `buf` as saved by one more value (the first counts its bytes).
