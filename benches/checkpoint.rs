@@ -8,8 +8,9 @@
 //! peak, and the 4-segment plan's peak). For each: the median time of a
 //! step, the saved bytes at the end of the forward, their peak, and the peak
 //! of the heap above the pre-forward baseline, with the weights' gradients
-//! allocated by the backward (128 MiB) and with them allocated beforehand
-//! (the backward adds into them in place), which shows the activations.
+//! allocated by the backward (128 MiB), the same with the buffer cache off
+//! (`memory::set_cache_limit(0)`), and with them allocated beforehand (the
+//! backward adds into them in place), which shows the activations.
 //!
 //! Then the scaling: the peak of saved bytes at depth 16, 64 and 256
 //! (width 256, batch 256) without checkpoints and with √n segments, and the
@@ -77,6 +78,7 @@ struct Memory {
     forward_saved: usize,
     peak_saved: usize,
     heap_with_grads: usize,
+    heap_with_grads_no_cache: usize,
     heap_without_grads: usize,
 }
 
@@ -103,10 +105,15 @@ fn step_memory(net: &Net, x: &Tensor<f32>, s: &Strategy, grads_exist: bool) -> (
 fn memory(net: &Net, x: &Tensor<f32>, s: &Strategy) -> Memory {
     let (forward_saved, peak_saved, heap_with_grads) = step_memory(net, x, s, false);
     let (_, _, heap_without_grads) = step_memory(net, x, s, true);
+    let limit = tapegrad::memory::cache_limit();
+    tapegrad::memory::set_cache_limit(0);
+    let (_, _, heap_with_grads_no_cache) = step_memory(net, x, s, false);
+    tapegrad::memory::set_cache_limit(limit);
     Memory {
         forward_saved,
         peak_saved,
         heap_with_grads,
+        heap_with_grads_no_cache,
         heap_without_grads,
     }
 }
@@ -181,7 +188,7 @@ fn w4(rounds: usize) {
         "W4: 32 x (Linear(1024,1024) + tanh), batch 256, f32; median of {rounds} steps (forward + backward)\n"
     );
     println!(
-        "{:<28} {:>9} {:>7} {:>14} {:>7} {:>13} {:>16} {:>19} {:>9}",
+        "{:<28} {:>9} {:>7} {:>14} {:>7} {:>13} {:>16} {:>16} {:>19} {:>9}",
         "strategy",
         "ms/step",
         "x plain",
@@ -189,6 +196,7 @@ fn w4(rounds: usize) {
         "% plain",
         "peak saved MiB",
         "heap, grads MiB",
+        "same, no cache",
         "heap, no grads MiB",
         "re-run mm"
     );
@@ -197,12 +205,13 @@ fn w4(rounds: usize) {
         let m = memory(&net, &x, s);
         let ms = median(times[i].clone()) * 1e3;
         println!(
-            "{name:<28} {ms:>9.1} {:>7.2} {:>14.1} {:>7.1} {:>13.1} {:>16.1} {:>19.1} {:>9}",
+            "{name:<28} {ms:>9.1} {:>7.2} {:>14.1} {:>7.1} {:>13.1} {:>16.1} {:>16.1} {:>19.1} {:>9}",
             ms / plain_ms,
             m.forward_saved as f64 / MIB,
             100.0 * m.forward_saved as f64 / plain_fwd,
             m.peak_saved as f64 / MIB,
             m.heap_with_grads as f64 / MIB,
+            m.heap_with_grads_no_cache as f64 / MIB,
             m.heap_without_grads as f64 / MIB,
             recomputed[i].matmuls
         );
@@ -217,6 +226,10 @@ fn w4(rounds: usize) {
         report(
             &format!("{name}_peak_heap_with_grads_mib"),
             m.heap_with_grads as f64 / MIB,
+        );
+        report(
+            &format!("{name}_peak_heap_with_grads_no_cache_mib"),
+            m.heap_with_grads_no_cache as f64 / MIB,
         );
         report(
             &format!("{name}_peak_heap_without_grads_mib"),

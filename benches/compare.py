@@ -36,6 +36,10 @@ TARGETS = [
      ("ours", "W3 fwd_bwd_ms"), ("torch", "W3 fwd_bwd_ms"), 1.0, "1"),
     ("W4 √n-segment ms", "√n/plain (tapegrad)",
      ("ours", "W4 sqrt_segments_ms"), ("ours", "W4 plain_ms"), 1.3, "1.3"),
+    ("W4 plain step's peak RSS", "tapegrad/PyTorch",
+     ("ours", "W4 plain_peak_rss_mib"), ("torch", "W4 plain_peak_rss_mib"), 1.0, "1"),
+    ("W4 √n-segment step's peak RSS", "tapegrad/PyTorch",
+     ("ours", "W4 sqrt_segments_peak_rss_mib"), ("torch", "W4 sqrt_segments_peak_rss_mib"), 1.0, "1"),
     ("W5 seconds", "tapegrad/PyTorch",
      ("ours", "W5 seconds"), ("torch", "W5 seconds"), 1 / 45, "1/45"),
 ]

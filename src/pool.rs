@@ -11,13 +11,30 @@
 //! and reused only for the exact same length (a tensor's buffer is never
 //! larger than it needs; `memory::saved_bytes` stays exact).
 //!
+//! **The cache never lifts the heap above what the program itself held.**
+//! It counts the bytes of the live buffers of [`MIN_BYTES`] or more and
+//! their high-water mark since it was last emptied: the most those buffers
+//! took at once, which is what the heap held for them at its peak without a
+//! cache. Before it allocates a buffer it cannot serve, and whenever the
+//! live bytes grow, it frees its oldest buffers until live and cached bytes
+//! fit under that mark together. A step that frees activations and then
+//! makes gradients of another length thus gets the activations' memory back
+//! for the gradients instead of holding both. The price: a loop whose
+//! buffers change lengths within a step frees and allocates the difference
+//! every step (W2: four buffers, 3 MiB, which glibc serves from its free
+//! lists without page faults). Not counted: allocations that do not go
+//! through the cache (matrixmultiply's packing buffer inside a product, up
+//! to 1 MiB in f32 and 2 MiB in f64 per thread, and buffers under 64 KiB);
+//! when one of them comes while the cache holds memory, the heap can pass
+//! its mark by that allocation.
+//!
 //! One cache behind a mutex rather than one per thread: a buffer freed by
-//! one thread serves the next of its length in any thread, the limit holds
-//! for the process however many threads free buffers, and
-//! [`crate::memory::empty_cache`] reaches all of it. The lock is taken once
-//! per buffer of 64 KiB or more, whose elements take microseconds to write;
-//! it is held for a scan of the cached buffers and never while memory is
-//! freed.
+//! one thread serves the next of its length in any thread, the limit and the
+//! high-water mark hold for the process however many threads free buffers,
+//! and [`crate::memory::empty_cache`] reaches all of it. The lock is taken
+//! once per buffer of 64 KiB or more, whose elements take microseconds to
+//! write; it is held for a scan of the cached buffers and never while memory
+//! is freed.
 
 use std::any::{Any, TypeId};
 use std::collections::VecDeque;
@@ -35,6 +52,16 @@ pub(crate) const DEFAULT_LIMIT: usize = 256 << 20;
 static LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_LIMIT);
 
 static CACHE: Mutex<Cache> = Mutex::new(Cache::new());
+
+/// The cached bytes, readable without the lock (set as the lock is released).
+static CACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of the live buffers of at least [`MIN_BYTES`] (made and not yet
+/// given back).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// The high-water mark of [`LIVE`] since the cache was last emptied.
+static HIGH: AtomicUsize = AtomicUsize::new(0);
 
 /// A cached allocation of one of the element types.
 enum Kept {
@@ -124,19 +151,47 @@ impl Cache {
     }
 }
 
+/// The locked cache, which publishes its size in [`CACHED`] when unlocked.
+struct Locked(MutexGuard<'static, Cache>);
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        CACHED.store(self.0.bytes, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Locked {
+    type Target = Cache;
+    fn deref(&self) -> &Cache {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked {
+    fn deref_mut(&mut self) -> &mut Cache {
+        &mut self.0
+    }
+}
+
 /// The cache, whichever thread panicked while holding it (its state is
 /// consistent between any two statements).
-fn lock() -> MutexGuard<'static, Cache> {
-    CACHE.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock() -> Locked {
+    Locked(CACHE.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 /// An empty `Vec` with room for exactly `n` elements: a cached one if there
-/// is one of that capacity.
+/// is one of that capacity. If not, cached buffers are freed first as far as
+/// the new one would lift the heap over its high-water mark.
 pub(crate) fn take<T: 'static>(n: usize) -> Vec<T> {
-    if n * std::mem::size_of::<T>() >= MIN_BYTES {
+    let bytes = n * std::mem::size_of::<T>();
+    if bytes >= MIN_BYTES {
         if let Some(v) = lock().take(n) {
             return v;
         }
+        let room = HIGH
+            .load(Ordering::Relaxed)
+            .saturating_sub(LIVE.load(Ordering::Relaxed) + bytes);
+        shrink_to(room);
     }
     Vec::with_capacity(n)
 }
@@ -144,9 +199,11 @@ pub(crate) fn take<T: 'static>(n: usize) -> Vec<T> {
 /// Takes `v`'s allocation for later reuse, or frees it (small, of a type
 /// not cached, or over the limit).
 pub(crate) fn give<T: 'static>(v: Vec<T>) {
-    if v.capacity() * std::mem::size_of::<T>() < MIN_BYTES {
+    let bytes = v.capacity() * std::mem::size_of::<T>();
+    if bytes < MIN_BYTES {
         return;
     }
+    LIVE.fetch_sub(bytes, Ordering::Relaxed);
     let Some(kept) = Kept::wrap(v) else { return };
     let refused = lock().keep(kept, LIMIT.load(Ordering::Relaxed));
     drop(refused); // freed, if it was, outside the lock
@@ -165,14 +222,33 @@ fn shrink_to(bytes: usize) {
     }
 }
 
+/// Counts a buffer of `bytes` as made (given back by [`give`] when it
+/// drops).
+pub(crate) fn made(bytes: usize) {
+    if bytes >= MIN_BYTES {
+        grow(bytes);
+    }
+}
+
+/// Counts `bytes` more as live, and frees the oldest cached buffers that no
+/// longer fit under the high-water mark.
+fn grow(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    let high = HIGH.fetch_max(live, Ordering::Relaxed).max(live);
+    if CACHED.load(Ordering::Relaxed) > high - live {
+        shrink_to(high - live);
+    }
+}
+
 /// Frees every cached buffer.
 pub(crate) fn clear() {
     shrink_to(0);
+    HIGH.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
 /// The bytes cached.
 pub(crate) fn cached_bytes() -> usize {
-    lock().bytes
+    CACHED.load(Ordering::Relaxed)
 }
 
 /// Caches at most `bytes` from now on, freeing the oldest buffers over it.

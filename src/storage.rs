@@ -71,8 +71,12 @@ pub(crate) struct Buffer<T: 'static> {
 
 impl<T: 'static> Buffer<T> {
     pub(crate) fn new(data: impl Into<Data<T>>) -> Arc<Self> {
+        let data = data.into();
+        if data.spilled() {
+            pool::made(data.capacity() * std::mem::size_of::<T>());
+        }
         Arc::new(Buffer {
-            data: data.into(),
+            data,
             countable: AtomicBool::new(false),
             saved_refs: AtomicUsize::new(0),
         })
@@ -91,7 +95,7 @@ impl<T: 'static> Buffer<T> {
 }
 
 impl<T: 'static> Drop for Buffer<T> {
-    /// A large allocation goes to this thread's [`pool`] for reuse.
+    /// A large allocation goes to the [`pool`] for reuse.
     fn drop(&mut self) {
         if self.data.spilled() {
             pool::give(std::mem::take(&mut self.data).into_vec());

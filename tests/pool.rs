@@ -24,15 +24,20 @@ fn untouched(bytes: usize) -> Tensor<f32> {
     Tensor::from_vec(vec![0.0; bytes / 4], &[bytes / 4])
 }
 
-/// Runs `threads` threads that each drop a tensor of `bytes` and then wait
-/// while `f` runs, so that nothing they cached can go with their exit.
+/// Runs `threads` threads that each make a tensor of `bytes`, drop it once
+/// all have made theirs (the cache keeps no more than was live at once),
+/// and then wait while `f` runs, so that nothing they cached can go with
+/// their exit.
 fn with_threads_that_dropped(threads: usize, bytes: usize, f: impl FnOnce()) {
+    let made = Barrier::new(threads);
     let dropped = Barrier::new(threads + 1);
     let done = Barrier::new(threads + 1);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
-                drop(untouched(bytes));
+                let t = untouched(bytes);
+                made.wait();
+                drop(t);
                 dropped.wait();
                 done.wait();
             });
@@ -83,8 +88,9 @@ fn the_cache_is_bounded_for_the_whole_process() {
     });
     // A lower limit frees the oldest buffers over it; 0 turns the cache off.
     empty_cache();
-    drop(untouched(1 << 20));
-    drop(untouched(2 << 20));
+    let (older, newer) = (untouched(1 << 20), untouched(2 << 20));
+    drop(older);
+    drop(newer);
     assert_eq!(cached_bytes(), 3 << 20);
     tapegrad::memory::set_cache_limit(2 << 20);
     assert_eq!(cached_bytes(), 2 << 20, "the oldest buffer went first");
@@ -164,4 +170,80 @@ fn a_warm_training_step_reuses_its_buffers() {
     let (t, peak) = CountingAllocator::peak_during(|| Tensor::<f32>::zeros(&[1 << 16]));
     assert!(peak >= 256 << 10, "the new buffer's {peak} bytes show");
     drop(t);
+}
+
+/// `depth` blocks tanh(h @ W + b), W [width, width]: the weights, and the
+/// blocks as layers.
+fn blocks(depth: usize, width: usize) -> (Vec<Tensor<f32>>, Vec<tapegrad::Layer<f32>>) {
+    let mut params = Vec::new();
+    let mut layers: Vec<tapegrad::Layer<f32>> = Vec::new();
+    for _ in 0..depth {
+        let w = (Tensor::<f32>::randn(&[width, width]) * (1.0 / width as f32).sqrt())
+            .detach()
+            .set_requires_grad(true);
+        let b = Tensor::<f32>::zeros(&[width]).set_requires_grad(true);
+        params.extend([w.clone(), b.clone()]);
+        layers.push(std::sync::Arc::new(move |h: &Tensor<f32>| {
+            (h.matmul(&w) + &b).tanh()
+        }));
+    }
+    (params, layers)
+}
+
+#[test]
+fn the_cache_never_raises_a_steps_heap_peak() {
+    let _serial = serial();
+    tapegrad::manual_seed(0);
+    let limit = tapegrad::memory::cache_limit();
+    let mut over = Vec::new();
+    // W4 in small: activations [batch, width] are freed through the backward
+    // while the weights' gradients, [width, width], another length, are
+    // made (or, when they exist already, while products' gradients are made
+    // and added into them). The products stay under the size that tapegrad
+    // splits over threads, so that each peak is the same at every run.
+    for (depth, width, batch) in [(16, 128, 192), (8, 192, 96)] {
+        let (params, layers) = blocks(depth, width);
+        let x = Tensor::<f32>::randn(&[batch, width]);
+        // Allocations the cache does not see: matrixmultiply's packing
+        // buffer in a product (a 256 × 64 block of the left operand and a
+        // 256 × 1024 one of the right, at most), and buffers under 64 KiB.
+        let unseen = 4 * width.max(batch).min(256) * (64 + width) + (64 << 10);
+        for segments in [0, 2] {
+            for grads_exist in [false, true] {
+                // The heap's peak during one step from an empty cache,
+                // above the heap before it.
+                let peak = |cache: usize| {
+                    tapegrad::memory::set_cache_limit(cache);
+                    for p in &params {
+                        p.zero_grad();
+                        if grads_exist {
+                            p.sum().backward();
+                        }
+                    }
+                    let ((), peak) = CountingAllocator::peak_during(|| {
+                        let y = match segments {
+                            0 => layers.iter().fold(x.clone(), |h, f| f(&h)),
+                            s => tapegrad::checkpoint_sequential(&layers, s, &x),
+                        };
+                        y.sum().backward();
+                    });
+                    peak
+                };
+                let (without, with) = (peak(0), peak(limit));
+                if with > without + unseen {
+                    over.push(format!(
+                        "{depth} x Linear({width}, {width}), batch {batch}, {segments} segments, \
+                         gradients {}: {with} bytes with the cache, {without} without",
+                        if grads_exist { "exist" } else { "made" }
+                    ));
+                }
+            }
+        }
+    }
+    tapegrad::memory::set_cache_limit(limit);
+    assert!(
+        over.is_empty(),
+        "the cache raised the step's peak:\n{}",
+        over.join("\n")
+    );
 }

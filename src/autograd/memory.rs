@@ -45,10 +45,17 @@ pub fn reset_peak() {
 
 /// Frees every large buffer kept for reuse, whichever thread freed it.
 /// Tensors of 64 KiB and more keep their allocation when they drop, for the
-/// next tensor of the same length in any thread (up to [`cache_limit`]
-/// bytes for the whole process), which spares a training loop the page
-/// faults of fresh memory at every step; this gives it back (like
-/// `torch.cuda.empty_cache`).
+/// next tensor of the same length in any thread, which spares a training
+/// loop the page faults of fresh memory at every step; this gives it back
+/// (like `torch.cuda.empty_cache`).
+///
+/// The cache holds at most [`cache_limit`] bytes for the whole process, and
+/// never more than the live tensors of 64 KiB and more have fallen below
+/// their high-water mark since the cache was last emptied: before a tensor
+/// is allocated that no cached buffer fits, the oldest cached buffers are
+/// freed as far as that takes. So the cache does not raise a program's peak
+/// memory (up to allocations that do not go through it: a matrix product's
+/// packing buffer, tensors under 64 KiB).
 ///
 /// ```
 /// let t = tapegrad::Tensor::<f32>::zeros(&[256, 256]); // 256 KiB
