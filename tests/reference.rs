@@ -1,8 +1,9 @@
 //! Every op against reference values computed by PyTorch (float64).
 //!
-//! `tests/ref/ops_ref.txt` holds, for each named case, the inputs, an
-//! upstream gradient, and PyTorch's output and input gradients; it was
-//! written by `tests/ref/make_ref.py` (see `tests/ref/README.md`). Here each
+//! `tests/ref/ops_ref.txt` (the ops) and `tests/ref/nn_ref.txt` (the nn ops
+//! and layers) hold, for each named case, the inputs, an upstream gradient,
+//! and PyTorch's output and input gradients; they were written by
+//! `tests/ref/make_ref.py` (see `tests/ref/README.md`). Here each
 //! case runs through the tapegrad op of the same name (the table in [`run`]),
 //! `backward_with` the upstream gradient, and the output and every input's
 //! `.grad()` must match: within `1e-9 * max(1, |ref|)` in f64 and
@@ -16,9 +17,13 @@ use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use tapegrad::ndarray::{arr2, ArrayD};
+use tapegrad::nn::{
+    Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d, Module, ReLU, Sequential, GELU,
+};
 use tapegrad::prelude::*;
 
 const REFERENCE: &str = include_str!("ref/ops_ref.txt");
+const NN_REFERENCE: &str = include_str!("ref/nn_ref.txt");
 
 const TOL_F64: f64 = 1e-9;
 const TOL_F32: f64 = 1e-4;
@@ -162,8 +167,11 @@ fn parse(text: &str) -> Vec<Case> {
 }
 
 fn cases() -> Vec<Case> {
-    let cases = parse(REFERENCE);
+    let mut cases = parse(REFERENCE);
     assert!(cases.len() > 100, "only {} cases in ops_ref.txt", cases.len());
+    let nn = parse(NN_REFERENCE);
+    assert!(nn.len() > 20, "only {} cases in nn_ref.txt", nn.len());
+    cases.extend(nn);
     cases
 }
 
@@ -362,6 +370,53 @@ op_table! { x, s;
     // composites
     "mlp" => (x[0].matmul(&x[1]) + &x[2]).tanh().matmul(&x[3]),
     "layer_norm_like" => (&x[0] - x[0].mean_dim(1, true)) / (x[0].var_dim(1, true) + s(1e-5)).sqrt(),
+
+    // nn ops (nn_ref.txt): stride, padding, kernel sizes as in make_ref.py
+    "conv2d" => x[0].conv2d(&x[1], Some(&x[2]), 1, 0),
+    "conv2d_stride2_pad1" => x[0].conv2d(&x[1], Some(&x[2]), 2, 1),
+    "conv2d_pad2_kernel2" => x[0].conv2d(&x[1], None, 1, 2),
+    "conv2d_rect_kernel_stride3" => x[0].conv2d(&x[1], Some(&x[2]), 3, 0),
+    "conv2d_unbatched" | "conv2d_const_input" | "conv2d_const_weight" => x[0].conv2d(&x[1], Some(&x[2]), 1, 1),
+    "max_pool2d" | "max_pool2d_odd" | "max_pool2d_unbatched" => x[0].max_pool2d(2, 2),
+    "max_pool2d_overlap" => x[0].max_pool2d(3, 1),
+    "max_pool2d_stride3" => x[0].max_pool2d(2, 3),
+    "layer_norm" => x[0].layer_norm(&[5], Some(&x[1]), Some(&x[2]), s(1e-5)),
+    "layer_norm_2d" => x[0].layer_norm(&[3, 4], Some(&x[1]), Some(&x[2]), s(1e-5)),
+    "layer_norm_no_affine" => x[0].layer_norm(&[6], None, None, s(1e-5)),
+    "layer_norm_weight_only" => x[0].layer_norm(&[4], Some(&x[1]), None, s(1e-5)),
+    "layer_norm_large_eps" => x[0].layer_norm(&[4], None, None, s(0.1)),
+    "embedding" | "embedding_1d" => x[0].embedding(&x[1]),
+
+    // nn layers, their parameters set to the case's inputs
+    "gelu_module" => GELU.forward(&x[0]),
+    "dropout_eval_module" => {
+        let drop = Dropout::new(s(0.5));
+        drop.eval();
+        drop.forward(&x[0])
+    },
+    "linear_module" | "linear_module_3d" | "linear_module_1d" => {
+        Linear { weight: x[1].clone(), bias: Some(x[2].clone()) }.forward(&x[0])
+    },
+    "linear_no_bias_module" => Linear { weight: x[1].clone(), bias: None }.forward(&x[0]),
+    "conv2d_module" => {
+        let mut conv = Conv2d::new(2, 3, 3).stride(2).padding(1);
+        (conv.weight, conv.bias) = (x[1].clone(), Some(x[2].clone()));
+        conv.forward(&x[0])
+    },
+    "max_pool2d_module" => MaxPool2d::new(3).stride(2).forward(&x[0]),
+    "layer_norm_module" => {
+        let mut ln = LayerNorm::new(&[4]);
+        (ln.weight, ln.bias) = (x[1].clone(), x[2].clone());
+        ln.forward(&x[0])
+    },
+    "embedding_module" => Embedding { weight: x[1].clone() }.forward(&x[0]),
+    "sequential_cnn" => {
+        let mut conv = Conv2d::new(1, 2, 3).padding(1);
+        (conv.weight, conv.bias) = (x[1].clone(), Some(x[2].clone()));
+        let fc = Linear { weight: x[3].clone(), bias: Some(x[4].clone()) };
+        let cnn = Sequential::new().add(conv).add(ReLU).add(MaxPool2d::new(2)).add(Flatten).add(fc);
+        cnn.forward(&x[0])
+    },
 }
 
 // ------------------------------------------------------------ comparing

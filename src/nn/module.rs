@@ -1,6 +1,8 @@
 //! The [`Module`] trait.
 
 use crate::{Float, Tensor};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// A layer or a model: a forward function and the tensors it trains.
 ///
@@ -36,9 +38,18 @@ pub trait Module<T: Float = f32>: Send + Sync {
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)>;
 
     /// The tensors of [`named_parameters`](Module::named_parameters), in
-    /// the same order.
+    /// the same order, each once: a tensor that appears under two names (a
+    /// layer added to a model twice) is listed at its first, so that an
+    /// optimizer does not update it twice (PyTorch's `parameters()` also
+    /// skips duplicates; its `state_dict`, like `named_parameters` here,
+    /// keeps every name).
     fn parameters(&self) -> Vec<Tensor<T>> {
-        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+        let mut seen = HashSet::new();
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .filter(|t| seen.insert(Arc::as_ptr(&t.inner)))
+            .collect()
     }
 
     /// State saved with the weights but not trained, with dotted names
@@ -61,5 +72,45 @@ pub trait Module<T: Float = f32>: Send + Sync {
     /// `set_training(false)`: dropout becomes the identity.
     fn eval(&self) {
         self.set_training(false);
+    }
+}
+
+/// A shared module is a module: `Arc<dyn Module<T>>` (or an `Arc` of any
+/// module) forwards every method to the module inside, so it can be added
+/// to a [`Sequential`](crate::nn::Sequential), moved into a checkpoint
+/// closure or sent to another thread.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::nn::{Linear, Module};
+/// use tapegrad::Tensor;
+///
+/// let model: Arc<dyn Module<f32>> = Arc::new(Linear::new(3, 2));
+/// let worker = {
+///     let model = model.clone();
+///     std::thread::spawn(move || model.forward(&Tensor::ones(&[1, 3])).shape().to_vec())
+/// };
+/// assert_eq!(worker.join().unwrap(), [1, 2]);
+/// assert_eq!(model.parameters().len(), 2);
+/// ```
+impl<T: Float, M: Module<T> + ?Sized> Module<T> for Arc<M> {
+    fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
+        (**self).forward(x)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
+        (**self).named_parameters()
+    }
+
+    fn parameters(&self) -> Vec<Tensor<T>> {
+        (**self).parameters()
+    }
+
+    fn named_buffers(&self) -> Vec<(String, Tensor<T>)> {
+        (**self).named_buffers()
+    }
+
+    fn set_training(&self, training: bool) {
+        (**self).set_training(training);
     }
 }

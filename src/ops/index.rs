@@ -1,6 +1,7 @@
 //! Selecting by index, and the adjoint ops that scatter gradients back:
 //! `index_select` ↔ `index_add`, `gather` ↔ `scatter_add`. Each is the
-//! other's backward, so both are differentiable to any order.
+//! other's backward, so both are differentiable to any order. `embedding`
+//! is an `index_select` of rows.
 
 use crate::autograd::node::record;
 use crate::ops::check_dim;
@@ -36,6 +37,56 @@ impl<T: Float> Tensor<T> {
         record("IndexSelectBackward", &[self], out, &[], move |_, g| {
             smallvec![Some(g.index_add_to(dim, &index, size))]
         })
+    }
+
+    /// The rows of `weight` (`[num_embeddings, dim]`) at the ids this
+    /// tensor holds, shaped `self.shape() + [dim]` (`F.embedding(ids,
+    /// weight)`). The ids are this tensor's values, which must be whole
+    /// numbers in `0..num_embeddings`. A composite on
+    /// [`index_select`](Tensor::index_select): the gradient of `weight` is
+    /// the output's gradient added into the rows that were read (a row read
+    /// twice gets both); the ids get none.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let weight = Tensor::from_vec(vec![0.0f32, 0.5, 1.0, 1.5, 2.0, 2.5], &[3, 2]);
+    /// let ids = Tensor::from_vec(vec![2.0, 0.0, 2.0, 1.0], &[2, 2]);
+    /// let e = ids.embedding(&weight);
+    /// assert_eq!(e.shape(), &[2, 2, 2]);
+    /// assert_eq!(e.to_vec(), vec![2.0, 2.5, 0.0, 0.5, 2.0, 2.5, 1.0, 1.5]);
+    /// ```
+    ///
+    /// **Panics** if `weight` is not 2-D, or an id is not a whole number in
+    /// `0..num_embeddings` (naming it and its position).
+    pub fn embedding(&self, weight: &Tensor<T>) -> Tensor<T> {
+        let ws = weight.shape();
+        assert!(
+            ws.len() == 2,
+            "embedding: weight must be 2-D [num_embeddings, embedding_dim], got shape {ws:?}"
+        );
+        let ids: Vec<usize> = self
+            .to_vec()
+            .into_iter()
+            .enumerate()
+            .map(|(at, v)| {
+                assert!(
+                    v.fract() == T::zero(),
+                    "embedding: id {v} (at position {at} of ids of shape {:?}) is not a whole number",
+                    self.shape()
+                );
+                assert!(
+                    v >= T::zero() && v < T::of(ws[0] as f64),
+                    "embedding: id {v} (at position {at} of ids of shape {:?}) is out of range for \
+                     {} embeddings (weight of shape {ws:?})",
+                    self.shape(),
+                    ws[0]
+                );
+                v.as_f64() as usize
+            })
+            .collect();
+        let mut shape = dims(self.shape());
+        shape.push(ws[1]);
+        weight.index_select(0, &ids).reshape(&shape)
     }
 
     /// A tensor with `size` entries along `dim`, zero but for `self`'s

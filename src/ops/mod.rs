@@ -4,12 +4,14 @@
 pub(crate) mod binary;
 pub(crate) mod broadcast;
 pub(crate) mod compare;
+pub(crate) mod conv;
 pub(crate) mod index;
 pub(crate) mod inplace;
 pub(crate) mod kernels;
 pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod nn;
+pub(crate) mod norm;
 pub(crate) mod parallel;
 pub(crate) mod reduce;
 pub(crate) mod shape;

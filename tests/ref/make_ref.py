@@ -3,7 +3,16 @@
 
 Run from the repository root (PyTorch is needed here only, never by the tests):
 
-    python tests/ref/make_ref.py            # writes tests/ref/ops_ref.txt
+    python tests/ref/make_ref.py            # writes the three files below
+
+ops_ref.txt   the ops of tapegrad (CASES, torch.manual_seed(0));
+nn_ref.txt    the nn ops and layers (nn_cases(), torch.manual_seed(1)), in
+              the same format: drawn after ops_ref.txt and from their own
+              seed, so adding an nn case leaves ops_ref.txt as it was;
+nn_state_dicts.txt
+              the state_dict keys and shapes of a few nn.Sequential models
+              (tests/nn.rs builds the same models and compares
+              named_parameters()).
 
 For every case below it draws the inputs with torch's generator (seed 0),
 computes the op's output and the vector-Jacobian product with a random
@@ -15,9 +24,12 @@ Every input and upstream value is rounded to the nearest f32 before use, so
 the f32 run sees exactly the same numbers as the f64 run (the comparison then
 measures the f32 arithmetic only, not the rounding of the inputs).
 
-Integer arguments (dims, class targets, indices) are written into the lambdas
-here and mirrored in the table of tests/reference.rs; the data file holds only
-the tensors. Case names are the keys: keep the two in step.
+Integer arguments (dims, class targets, indices, strides, paddings, kernel
+sizes) are written into the lambdas here and mirrored in the table of
+tests/reference.rs; the data file holds only the tensors. Case names are the
+keys: keep the two in step. Embedding ids are inputs that require no grad,
+holding whole numbers (as tapegrad's embedding reads them); the lambda turns
+them into the integer tensor torch wants.
 
 File format (one record per line, tokens separated by single spaces; floats
 are Python repr, the shortest string that round-trips the f64 exactly):
@@ -40,7 +52,9 @@ import os
 import sys
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call
 
 torch.manual_seed(0)
 DT = torch.float64
@@ -305,6 +319,101 @@ case("layer_norm_like", [req(randn(3, 6))],
      lambda x: (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, correction=1, keepdim=True) + 1e-5))
 
 
+# ------------------------------------------------------------ nn ops and layers
+
+def nn_cases():
+    """The cases of nn_ref.txt, drawn when called (after ops_ref.txt's)."""
+    cases = []
+
+    def add(name, inputs, fn):
+        cases.append((name, inputs, fn))
+
+    def module(m, names):
+        """`m` (made in float64) as a function of its input and of the
+        parameters `names`, in that order: the layer's own forward."""
+        m = m.to(DT)
+        return lambda x, *params: functional_call(m, dict(zip(names, params)), (x,))
+
+    def ids(values, shape):
+        return const(exact(values, shape))
+
+    # conv2d: (stride, padding) in the lambdas, mirrored in the Rust table
+    add("conv2d", [req(randn(2, 3, 5, 5)), req(randn(4, 3, 3, 3, scale=0.5)), req(randn(4))],
+        lambda x, w, b: F.conv2d(x, w, b))
+    add("conv2d_stride2_pad1", [req(randn(2, 2, 6, 5)), req(randn(3, 2, 3, 3, scale=0.5)), req(randn(3))],
+        lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1))
+    add("conv2d_pad2_kernel2", [req(randn(1, 2, 4, 4)), req(randn(2, 2, 2, 2))],
+        lambda x, w: F.conv2d(x, w, padding=2))
+    add("conv2d_rect_kernel_stride3", [req(randn(2, 1, 7, 6)), req(randn(2, 1, 2, 3)), req(randn(2))],
+        lambda x, w, b: F.conv2d(x, w, b, stride=3))
+    add("conv2d_unbatched", [req(randn(3, 5, 4)), req(randn(2, 3, 3, 3, scale=0.5)), req(randn(2))],
+        lambda x, w, b: F.conv2d(x, w, b, padding=1))
+    add("conv2d_const_input", [const(randn(2, 1, 8, 8)), req(randn(4, 1, 3, 3)), req(randn(4))],
+        lambda x, w, b: F.conv2d(x, w, b, padding=1))
+    add("conv2d_const_weight", [req(randn(2, 3, 4, 4)), const(randn(2, 3, 3, 3)), const(randn(2))],
+        lambda x, w, b: F.conv2d(x, w, b, padding=1))
+
+    # max_pool2d: (kernel_size, stride) in the lambdas; distinct values, no ties
+    add("max_pool2d", [req(distinct(2, 3, 4, 4))], lambda x: F.max_pool2d(x, 2, 2))
+    add("max_pool2d_overlap", [req(distinct(1, 2, 5, 5))], lambda x: F.max_pool2d(x, 3, 1))
+    add("max_pool2d_stride3", [req(distinct(1, 1, 7, 7))], lambda x: F.max_pool2d(x, 2, 3))
+    add("max_pool2d_odd", [req(distinct(2, 1, 5, 5))], lambda x: F.max_pool2d(x, 2, 2))
+    add("max_pool2d_unbatched", [req(distinct(2, 4, 6))], lambda x: F.max_pool2d(x, 2, 2))
+
+    # layer_norm: normalized_shape and eps in the lambdas
+    add("layer_norm", [req(randn(3, 5)), req(randn(5)), req(randn(5))],
+        lambda x, w, b: F.layer_norm(x, [5], w, b, 1e-5))
+    add("layer_norm_2d", [req(randn(2, 3, 4)), req(randn(3, 4)), req(randn(3, 4))],
+        lambda x, w, b: F.layer_norm(x, [3, 4], w, b, 1e-5))
+    add("layer_norm_no_affine", [req(randn(4, 6))], lambda x: F.layer_norm(x, [6], None, None, 1e-5))
+    add("layer_norm_weight_only", [req(randn(3, 4)), req(randn(4))],
+        lambda x, w: F.layer_norm(x, [4], w, None, 1e-5))
+    add("layer_norm_large_eps", [req(randn(2, 4, scale=0.1))], lambda x: F.layer_norm(x, [4], None, None, 0.1))
+
+    # embedding: whole-number ids (no grad) and the table
+    add("embedding", [ids([1, 4, 1, 0, 2, 4], [2, 3]), req(randn(5, 4))],
+        lambda i, w: F.embedding(i.long(), w))
+    add("embedding_1d", [ids([3, 3, 0, 1], [4]), req(randn(4, 2))], lambda i, w: F.embedding(i.long(), w))
+
+    # the layers themselves (torch.nn modules, their parameters given)
+    add("gelu_module", [req(randn(2, 5, scale=2.0))], nn.GELU())
+    add("dropout_eval_module", [req(randn(2, 3))], nn.Dropout(0.5).eval())
+    add("linear_module", [req(randn(4, 3)), req(randn(2, 3)), req(randn(2))],
+        module(nn.Linear(3, 2), ["weight", "bias"]))
+    add("linear_module_3d", [req(randn(2, 3, 4)), req(randn(5, 4)), req(randn(5))],
+        module(nn.Linear(4, 5), ["weight", "bias"]))
+    add("linear_module_1d", [req(randn(3)), req(randn(2, 3)), req(randn(2))],
+        module(nn.Linear(3, 2), ["weight", "bias"]))
+    add("linear_no_bias_module", [req(randn(4, 3)), req(randn(2, 3))],
+        module(nn.Linear(3, 2, bias=False), ["weight"]))
+    add("conv2d_module", [req(randn(2, 2, 5, 5)), req(randn(3, 2, 3, 3, scale=0.5)), req(randn(3))],
+        module(nn.Conv2d(2, 3, 3, stride=2, padding=1), ["weight", "bias"]))
+    add("max_pool2d_module", [req(distinct(1, 2, 7, 7))], nn.MaxPool2d(3, stride=2))
+    add("layer_norm_module", [req(randn(3, 4)), req(randn(4)), req(randn(4))],
+        module(nn.LayerNorm([4]), ["weight", "bias"]))
+    add("embedding_module", [ids([2, 0, 2, 1], [2, 2]), req(randn(3, 4))],
+        lambda i, w: functional_call(nn.Embedding(3, 4).to(DT), {"weight": w}, (i.long(),)))
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 3))
+    add("sequential_cnn", [req(randn(2, 1, 6, 6)), req(randn(2, 1, 3, 3, scale=0.5)), req(randn(2)),
+                           req(randn(3, 18, scale=0.3)), req(randn(3))],
+        module(cnn, ["0.weight", "0.bias", "4.weight", "4.bias"]))
+    return cases
+
+
+def state_dict_models():
+    """Models whose state_dict keys tests/nn.rs compares with
+    named_parameters() of the same model built in tapegrad."""
+    return [
+        ("mlp", nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 2, bias=False))),
+        ("cnn", nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(128, 10))),
+        ("mixed", nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm([4]),
+                                nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Tanh()),
+                                nn.Linear(4, 3), nn.Sigmoid(), nn.LayerNorm([2, 3]))),
+    ]
+
+
 # ------------------------------------------------------------ output
 
 def fmt_shape(shape):
@@ -315,19 +424,17 @@ def fmt_data(t):
     return " ".join(repr(float(v)) for v in t.detach().reshape(-1).tolist())
 
 
-def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "ops_ref.txt")
-    names = [name for name, _, _ in CASES]
+HEADER = "# {what}, made by tests/ref/make_ref.py\n# (PyTorch, float64, torch.manual_seed({seed})); see tests/ref/README.md. Do not edit."
+
+
+def write_cases(path, cases, what, seed):
+    """Runs `cases` and writes them to `path` (the format of the docstring)."""
+    names = [name for name, _, _ in cases]
     dup = {n for n in names if names.count(n) > 1}
     assert not dup, f"duplicate case names: {sorted(dup)}"
 
-    lines = [
-        "# Reference values for tapegrad's ops, made by tests/ref/make_ref.py",
-        "# (PyTorch, float64, torch.manual_seed(0)); see tests/ref/README.md. Do not edit.",
-        f"torch {torch.__version__}",
-    ]
-    for name, inputs, fn in CASES:
+    lines = HEADER.format(what=what, seed=seed).split("\n") + [f"torch {torch.__version__}"]
+    for name, inputs, fn in cases:
         tensors = [t.clone().requires_grad_(r) for t, r in inputs]
         out = fn(*tensors)
         assert out.dtype == DT, name
@@ -352,7 +459,34 @@ def main():
         lines.append("end")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
-    print(f"wrote {len(CASES)} cases to {path}")
+    print(f"wrote {len(cases)} cases to {path}")
+
+
+def write_state_dicts(path):
+    """One block per model: `model NAME`, a `KEY [SHAPE]` line per
+    state_dict entry in order, `end`."""
+    lines = [
+        "# state_dict keys and shapes of torch.nn models, made by tests/ref/make_ref.py;",
+        "# see tests/ref/README.md. Do not edit.",
+        f"torch {torch.__version__}",
+    ]
+    for name, model in state_dict_models():
+        lines.append(f"model {name}")
+        lines += [f"{key} {fmt_shape(t.shape)}" for key, t in model.state_dict().items()]
+        lines.append("end")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {len(state_dict_models())} models to {path}")
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "ops_ref.txt")
+    write_cases(path, CASES, "Reference values for tapegrad's ops", 0)
+    torch.manual_seed(1)
+    write_cases(os.path.join(os.path.dirname(path), "nn_ref.txt"), nn_cases(),
+                "Reference values for tapegrad's nn ops and layers", 1)
+    write_state_dicts(os.path.join(os.path.dirname(path), "nn_state_dicts.txt"))
 
 
 if __name__ == "__main__":
