@@ -122,7 +122,9 @@ impl MaxPool2d {
     /// `kernel_size`.
     ///
     /// ```
-    /// let pool = tapegrad::nn::MaxPool2d::new(3);
+    /// use tapegrad::nn::{MaxPool2d, Module};
+    /// let y = Module::<f32>::forward(&MaxPool2d::new(3), &tapegrad::Tensor::zeros(&[1, 1, 9, 9]));
+    /// assert_eq!(y.shape(), &[1, 1, 3, 3]);
     /// ```
     ///
     /// **Panics** if `kernel_size` is 0.

@@ -35,7 +35,9 @@ impl<T: Float> Dropout<T> {
     /// A dropout layer with drop probability `p`.
     ///
     /// ```
-    /// let drop = tapegrad::nn::Dropout::new(0.1f64);
+    /// use tapegrad::nn::{Dropout, Module};
+    /// let x = tapegrad::Tensor::<f64>::ones(&[3]);
+    /// assert_eq!(Dropout::new(0.0).forward(&x).to_vec(), x.to_vec()); // nothing to drop
     /// ```
     ///
     /// **Panics** unless `0 <= p <= 1`.
