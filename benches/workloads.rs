@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use tapegrad::nn::{Linear, Module};
+use tapegrad::optim::{Optimizer, Sgd};
 use tapegrad::prelude::*;
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -47,42 +49,19 @@ fn w1() {
     report("W1", "us_per_op", secs * 1e6 / 30_000.0);
 }
 
-struct Linear {
-    w: Tensor<f32>,
-    b: Tensor<f32>,
-}
-
-impl Linear {
-    fn new(fan_in: usize, fan_out: usize) -> Self {
-        let scale = (1.0 / fan_in as f32).sqrt();
-        Linear {
-            w: (Tensor::<f32>::randn(&[fan_in, fan_out]) * scale)
-                .detach()
-                .set_requires_grad(true),
-            b: Tensor::zeros(&[fan_out]).set_requires_grad(true),
-        }
-    }
-    fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
-        x.matmul(&self.w) + &self.b
-    }
-}
-
 /// W2: MLP 784-512-512-10, batch 128, cross-entropy, SGD step.
 fn w2() {
     let x = Tensor::<f32>::randn(&[128, 784]);
     let labels: Vec<usize> = (0..128).map(|i| (i * 7 + 3) % 10).collect();
     let layers = [Linear::new(784, 512), Linear::new(512, 512), Linear::new(512, 10)];
+    let mut opt = Sgd::new(layers.iter().flat_map(Linear::parameters).collect(), 0.01);
     let step = || {
         let h = layers[0].forward(&x).relu();
         let h = layers[1].forward(&h).relu();
         let loss = layers[2].forward(&h).cross_entropy(&labels);
         loss.backward();
-        tapegrad::no_grad(|| {
-            for p in layers.iter().flat_map(|l| [&l.w, &l.b]) {
-                p.sub_(&(p.grad().unwrap() * 0.01));
-                p.zero_grad();
-            }
-        });
+        opt.step();
+        opt.zero_grad();
     };
     report("W2", "ms_per_step", time(5, 50, step) * 1e3);
 }
@@ -119,7 +98,8 @@ fn w4() {
     let zero = || {
         layers
             .iter()
-            .for_each(|l| [&l.w, &l.b].iter().for_each(|p| p.zero_grad()))
+            .flat_map(|l| l.parameters())
+            .for_each(|p| p.zero_grad())
     };
     let strategies = [
         ("plain", 0),
