@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{accuracy, output_path, plot_losses, progress, short_mode, train_epoch};
+use common::{accuracy, output_path, plot_losses, progress, short_mode, subset, train_epoch};
 use flate2::read::GzDecoder;
 use std::error::Error;
 use std::io::Read;
@@ -85,9 +85,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let n = labels.len();
     let order = tapegrad::randperm(n);
     let (train, test) = order.split_at(n - 360);
-    let pick = |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| labels[i]).collect() };
-    let (x_train, y_train) = (x.index_select(0, train), pick(train));
-    let (x_test, y_test) = (x.index_select(0, test), pick(test));
+    let (x_train, y_train) = subset(&x, &labels, train);
+    let (x_test, y_test) = subset(&x, &labels, test);
     // The CNN sees the same rows as 1-channel 8×8 images.
     let as_images = |rows: &Tensor<f32>| rows.reshape(&[rows.shape()[0], 1, 8, 8]);
 

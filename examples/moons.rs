@@ -2,18 +2,19 @@
 //! (scikit-learn's `make_moons`, noise 0.1), trained with Adam on shuffled
 //! minibatches. Shows a progress bar with the running loss, writes the loss
 //! curve (`target/moons_loss.svg`) and the learned decision boundary
-//! (`target/moons_boundary.svg`), and ends with the held-out accuracy.
+//! (`target/moons_boundary.svg`), saves the trained weights
+//! (`target/moons.safetensors`), and ends with the held-out accuracy.
 //!
 //! Run: `cargo run --release --example moons`
 //! (`TAPEGRAD_EXAMPLE_SHORT=1` trains a few epochs only, for CI).
 
 mod common;
 
-use common::{accuracy, output_path, plot_losses, predict, progress, short_mode, train_epoch};
+use common::{accuracy, output_path, plot_losses, predict, progress, short_mode, subset, train_epoch};
 use plotters::prelude::*;
 use std::error::Error;
 use tapegrad::data::Batches;
-use tapegrad::nn::{Linear, Module, ReLU, Sequential};
+use tapegrad::nn::{save_safetensors, Linear, Module, ReLU, Sequential};
 use tapegrad::optim::Adam;
 use tapegrad::Tensor;
 
@@ -35,11 +36,6 @@ fn make_moons(n: usize, noise: f32) -> (Tensor<f32>, Vec<usize>) {
         points.push(y + jitter[2 * i + 1]);
     }
     (Tensor::from_vec(points, &[n, 2]), labels)
-}
-
-/// The rows `idx` of a data set.
-fn subset(x: &Tensor<f32>, labels: &[usize], idx: &[usize]) -> (Tensor<f32>, Vec<usize>) {
-    (x.index_select(0, idx), idx.iter().map(|&i| labels[i]).collect())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -81,7 +77,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     plot_losses(&loss_svg, "two moons: MLP 2-32-32-2, Adam", &[("train", &losses)])?;
     let boundary_svg = output_path("moons_boundary.svg");
     plot_boundary(&model, &x_test, &y_test, &boundary_svg)?;
-    println!("wrote {} and {}", loss_svg.display(), boundary_svg.display());
+    let weights = output_path("moons.safetensors");
+    save_safetensors(&model, &weights)?;
+    println!(
+        "wrote {}, {} and {}",
+        loss_svg.display(),
+        boundary_svg.display(),
+        weights.display()
+    );
 
     let acc = accuracy(&model, &x_test, &y_test);
     println!("test accuracy: {:.1}%", 100.0 * acc);

@@ -27,6 +27,11 @@ pub fn output_path(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The rows `idx` of a data set: those rows of `x` and their labels.
+pub fn subset(x: &Tensor<f32>, labels: &[usize], idx: &[usize]) -> (Tensor<f32>, Vec<usize>) {
+    (x.index_select(0, idx), idx.iter().map(|&i| labels[i]).collect())
+}
+
 /// One epoch of minibatch training: for each batch of row indices, the
 /// cross-entropy of `model` on those rows of `x` against their labels,
 /// backward, and an optimizer step. Returns the mean loss over the batches.
@@ -40,8 +45,7 @@ pub fn train_epoch(
     model.train();
     let mut total = 0.0;
     for idx in batches {
-        let xb = x.index_select(0, &idx);
-        let yb: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+        let (xb, yb) = subset(x, labels, &idx);
         opt.zero_grad();
         let loss = model.forward(&xb).cross_entropy(&yb);
         loss.backward();
