@@ -1,4 +1,4 @@
-"""The five workloads of benches/README.md in PyTorch (CPU), printing the
+"""The six workloads of benches/README.md in PyTorch (CPU), printing the
 same machine-readable lines as `cargo bench --bench workloads`:
 `<workload> <metric> <value>` (times are medians).
 
@@ -148,8 +148,27 @@ def w5():
     report("W5", "seconds", result["s"])
 
 
+def w6():
+    nn = torch.nn
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, 10),
+    )
+    x = torch.rand(64, 1, 8, 8)
+    labels = torch.tensor([(i * 7 + 3) % 10 for i in range(64)])
+    opt = torch.optim.Adam(cnn.parameters(), lr=0.003)
+
+    def step():
+        opt.zero_grad()
+        nn.functional.cross_entropy(cnn(x), labels).backward()
+        opt.step()
+
+    report("W6", "ms_per_step", timed(10, 200, step) * 1e3)
+
+
 if __name__ == "__main__":
     wanted = [a for a in sys.argv[1:] if a.startswith("W")]
-    for name, f in [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5)]:
+    for name, f in [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5), ("W6", w6)]:
         if not wanted or name in wanted:
             f()

@@ -1,4 +1,4 @@
-//! The five workloads of benches/README.md. Each figure is printed as one
+//! The six workloads of benches/README.md. Each figure is printed as one
 //! machine-readable line: `<workload> <metric> <value>`; times are medians.
 //!
 //! Run: `cargo bench --bench workloads` (all) or `cargo bench --bench
@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use tapegrad::nn::{Linear, Module};
-use tapegrad::optim::{Optimizer, Sgd};
+use tapegrad::nn::{Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential};
+use tapegrad::optim::{Adam, Optimizer, Sgd};
 use tapegrad::prelude::*;
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -161,10 +161,41 @@ fn w5() {
     report("W5", "seconds", secs);
 }
 
+/// W6: the digits CNN of examples/digits.rs (Conv2d 1→16 3×3 pad 1, ReLU,
+/// MaxPool 2, Conv2d 16→32 3×3 pad 1, ReLU, MaxPool 2, Flatten, Linear
+/// 128→10) on a batch of 64 8×8 images, cross-entropy, Adam step.
+fn w6() {
+    let cnn = Sequential::new()
+        .add(Conv2d::new(1, 16, 3).padding(1))
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(16, 32, 3).padding(1))
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Flatten)
+        .add(Linear::new(32 * 2 * 2, 10));
+    let x = Tensor::<f32>::rand(&[64, 1, 8, 8]);
+    let labels: Vec<usize> = (0..64).map(|i| (i * 7 + 3) % 10).collect();
+    let mut opt = Adam::new(cnn.parameters(), 0.003);
+    let step = || {
+        opt.zero_grad();
+        cnn.forward(&x).cross_entropy(&labels).backward();
+        opt.step();
+    };
+    report("W6", "ms_per_step", time(10, 200, step) * 1e3);
+}
+
 fn main() {
     tapegrad::manual_seed(0);
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with('W')).collect();
-    let all: [(&str, fn()); 5] = [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5)];
+    let all: [(&str, fn()); 6] = [
+        ("W1", w1),
+        ("W2", w2),
+        ("W3", w3),
+        ("W4", w4),
+        ("W5", w5),
+        ("W6", w6),
+    ];
     for (name, run) in all {
         if wanted.is_empty() || wanted.iter().any(|w| w == name) {
             run();
