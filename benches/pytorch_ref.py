@@ -1,4 +1,4 @@
-"""The five workloads of benches/README.md in PyTorch (CPU), printing the
+"""The six workloads of benches/README.md in PyTorch (CPU), printing the
 same machine-readable lines as `cargo bench --bench workloads`:
 `<workload> <metric> <value>` (times are medians).
 
@@ -68,27 +68,19 @@ def w1():
     report("W1", "us_per_op", timed(1, 5, run) * 1e6 / 30_000)
 
 
-def linear(fan_in, fan_out):
-    w = (torch.randn(fan_in, fan_out) * (1.0 / fan_in) ** 0.5).requires_grad_()
-    b = torch.zeros(fan_out, requires_grad=True)
-    return w, b
-
-
 def w2():
     x = torch.randn(128, 784)
     labels = torch.tensor([(i * 7 + 3) % 10 for i in range(128)])
-    layers = [linear(784, 512), linear(512, 512), linear(512, 10)]
+    layers = [torch.nn.Linear(784, 512), torch.nn.Linear(512, 512), torch.nn.Linear(512, 10)]
+    opt = torch.optim.SGD([p for layer in layers for p in layer.parameters()], lr=0.01)
 
     def step():
-        h = torch.relu(x @ layers[0][0] + layers[0][1])
-        h = torch.relu(h @ layers[1][0] + layers[1][1])
-        loss = torch.nn.functional.cross_entropy(h @ layers[2][0] + layers[2][1], labels)
+        h = torch.relu(layers[0](x))
+        h = torch.relu(layers[1](h))
+        loss = torch.nn.functional.cross_entropy(layers[2](h), labels)
         loss.backward()
-        with torch.no_grad():
-            for w, b in layers:
-                for p in (w, b):
-                    p -= p.grad * 0.01
-                    p.grad = None
+        opt.step()
+        opt.zero_grad()
 
     report("W2", "ms_per_step", timed(5, 50, step) * 1e3)
 
@@ -116,9 +108,9 @@ def w4():
     from torch.utils.checkpoint import checkpoint_sequential
 
     depth = 32
-    layers = [linear(1024, 1024) for _ in range(depth)]
+    layers = [torch.nn.Linear(1024, 1024) for _ in range(depth)]
     x = torch.randn(256, 1024)
-    modules = [lambda h, w=w, b=b: torch.tanh(h @ w + b) for w, b in layers]
+    modules = [lambda h, layer=layer: torch.tanh(layer(h)) for layer in layers]
 
     class Seq(torch.nn.Module):
         def __init__(self, fns):
@@ -147,17 +139,14 @@ def w4():
             y = forward()
         # Bytes of distinct storages saved (the checkpoint keeps only inputs).
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
-        params = {w.untyped_storage().data_ptr() for w, b in layers} | {
-            b.untyped_storage().data_ptr() for w, b in layers
-        }
+        params = {p.untyped_storage().data_ptr() for layer in layers for p in layer.parameters()}
         mib = sum(v for k, v in storages.items() if k not in params) / 2**20
         del y, saved
 
         def run():
             forward().sum().backward()
-            for w, b in layers:
-                w.grad = None
-                b.grad = None
+            for layer in layers:
+                layer.zero_grad()
 
         report("W4", f"{name}_ms", timed(1, 5, run) * 1e3)
         report("W4", f"{name}_saved_mib", mib)
@@ -187,8 +176,27 @@ def w5():
     report("W5", "seconds", result["s"])
 
 
+def w6():
+    nn = torch.nn
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, 10),
+    )
+    x = torch.rand(64, 1, 8, 8)
+    labels = torch.tensor([(i * 7 + 3) % 10 for i in range(64)])
+    opt = torch.optim.Adam(cnn.parameters(), lr=0.003)
+
+    def step():
+        opt.zero_grad()
+        nn.functional.cross_entropy(cnn(x), labels).backward()
+        opt.step()
+
+    report("W6", "ms_per_step", timed(10, 200, step) * 1e3)
+
+
 if __name__ == "__main__":
     wanted = [a for a in sys.argv[1:] if a.startswith("W")]
-    for name, f in [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5)]:
+    for name, f in [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5), ("W6", w6)]:
         if not wanted or name in wanted:
             f()

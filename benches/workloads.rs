@@ -1,4 +1,4 @@
-//! The five workloads of benches/README.md. Each figure is printed as one
+//! The six workloads of benches/README.md. Each figure is printed as one
 //! machine-readable line: `<workload> <metric> <value>`; times are medians.
 //!
 //! Run: `cargo bench --bench workloads` (all) or `cargo bench --bench
@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use tapegrad::nn::{Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential};
+use tapegrad::optim::{Adam, Optimizer, Sgd};
 use tapegrad::prelude::*;
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -83,42 +85,19 @@ fn w1() {
     report("W1", "us_per_op", secs * 1e6 / 30_000.0);
 }
 
-struct Linear {
-    w: Tensor<f32>,
-    b: Tensor<f32>,
-}
-
-impl Linear {
-    fn new(fan_in: usize, fan_out: usize) -> Self {
-        let scale = (1.0 / fan_in as f32).sqrt();
-        Linear {
-            w: (Tensor::<f32>::randn(&[fan_in, fan_out]) * scale)
-                .detach()
-                .set_requires_grad(true),
-            b: Tensor::zeros(&[fan_out]).set_requires_grad(true),
-        }
-    }
-    fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
-        x.matmul(&self.w) + &self.b
-    }
-}
-
 /// W2: MLP 784-512-512-10, batch 128, cross-entropy, SGD step.
 fn w2() {
     let x = Tensor::<f32>::randn(&[128, 784]);
     let labels: Vec<usize> = (0..128).map(|i| (i * 7 + 3) % 10).collect();
     let layers = [Linear::new(784, 512), Linear::new(512, 512), Linear::new(512, 10)];
+    let mut opt = Sgd::new(layers.iter().flat_map(Linear::parameters).collect(), 0.01);
     let step = || {
         let h = layers[0].forward(&x).relu();
         let h = layers[1].forward(&h).relu();
         let loss = layers[2].forward(&h).cross_entropy(&labels);
         loss.backward();
-        tapegrad::no_grad(|| {
-            for p in layers.iter().flat_map(|l| [&l.w, &l.b]) {
-                p.sub_(&(p.grad().unwrap() * 0.01));
-                p.zero_grad();
-            }
-        });
+        opt.step();
+        opt.zero_grad();
     };
     report("W2", "ms_per_step", time(5, 50, step) * 1e3);
 }
@@ -155,7 +134,8 @@ fn w4() {
     let zero = || {
         layers
             .iter()
-            .for_each(|l| [&l.w, &l.b].iter().for_each(|p| p.zero_grad()))
+            .flat_map(|l| l.parameters())
+            .for_each(|p| p.zero_grad())
     };
     let strategies = [
         ("plain", 0),
@@ -227,10 +207,41 @@ fn w5() {
     report("W5", "seconds", secs);
 }
 
+/// W6: the digits CNN of examples/digits.rs (Conv2d 1→16 3×3 pad 1, ReLU,
+/// MaxPool 2, Conv2d 16→32 3×3 pad 1, ReLU, MaxPool 2, Flatten, Linear
+/// 128→10) on a batch of 64 8×8 images, cross-entropy, Adam step.
+fn w6() {
+    let cnn = Sequential::new()
+        .add(Conv2d::new(1, 16, 3).padding(1))
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(16, 32, 3).padding(1))
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Flatten)
+        .add(Linear::new(32 * 2 * 2, 10));
+    let x = Tensor::<f32>::rand(&[64, 1, 8, 8]);
+    let labels: Vec<usize> = (0..64).map(|i| (i * 7 + 3) % 10).collect();
+    let mut opt = Adam::new(cnn.parameters(), 0.003);
+    let step = || {
+        opt.zero_grad();
+        cnn.forward(&x).cross_entropy(&labels).backward();
+        opt.step();
+    };
+    report("W6", "ms_per_step", time(10, 200, step) * 1e3);
+}
+
 fn main() {
     tapegrad::manual_seed(0);
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with('W')).collect();
-    let all: [(&str, fn()); 5] = [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5)];
+    let all: [(&str, fn()); 6] = [
+        ("W1", w1),
+        ("W2", w2),
+        ("W3", w3),
+        ("W4", w4),
+        ("W5", w5),
+        ("W6", w6),
+    ];
     for (name, run) in all {
         if wanted.is_empty() || wanted.iter().any(|w| w == name) {
             run();

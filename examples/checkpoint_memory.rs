@@ -4,7 +4,10 @@
 //! backward (`target/checkpoint_memory.svg`).
 //!
 //! Run: `cargo run --release --example checkpoint_memory`
-//! (`-- --depth 64 --width 256 --batch 128` to change the model).
+//! (`-- --depth 64 --width 256 --batch 128` to change the model;
+//! `TAPEGRAD_EXAMPLE_SHORT=1` makes the default model small, for CI).
+
+mod common;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,7 +166,16 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    let (depth, width, batch) = (arg("--depth", 32), arg("--width", 512), arg("--batch", 256));
+    let (depth, width, batch) = if common::short_mode() {
+        (8, 64, 32)
+    } else {
+        (32, 512, 256)
+    };
+    let (depth, width, batch) = (
+        arg("--depth", depth),
+        arg("--width", width),
+        arg("--batch", batch),
+    );
     tapegrad::manual_seed(0);
     let scale = 1.0 / (width as f32).sqrt();
     let params: Vec<(Tensor<f32>, Tensor<f32>)> = (0..depth)

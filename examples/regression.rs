@@ -1,39 +1,19 @@
-//! Fits a small MLP to a noisy sine wave with hand-written SGD, printing the
-//! loss as it falls. Everything is the crate's own ops: matmul, broadcasting
-//! `+`, `tanh`, `powf`, `mean`, and in-place updates under `no_grad`.
+//! Fits a small MLP to a noisy sine wave with full-batch SGD, printing the
+//! loss as it falls: `nn::Sequential` of `nn::Linear` and `nn::Tanh`,
+//! `mse_loss`, and `optim::Sgd`.
 //!
 //! Run: `cargo run --release --example regression`
+//! (`TAPEGRAD_EXAMPLE_SHORT=1` runs a few steps only, for CI).
 
+mod common;
+
+use tapegrad::nn::{Linear, Module, Sequential, Tanh};
+use tapegrad::optim::{Optimizer, Sgd};
 use tapegrad::prelude::*;
-
-/// A dense layer: `x @ w + b`.
-struct Linear {
-    w: Tensor<f32>,
-    b: Tensor<f32>,
-}
-
-impl Linear {
-    fn new(fan_in: usize, fan_out: usize) -> Self {
-        // LeCun-style init keeps tanh units out of saturation.
-        let scale = (1.0 / fan_in as f32).sqrt();
-        let w = tapegrad::no_grad(|| Tensor::randn(&[fan_in, fan_out]) * scale);
-        Linear {
-            w: w.set_requires_grad(true),
-            b: Tensor::zeros(&[fan_out]).set_requires_grad(true),
-        }
-    }
-
-    fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
-        x.matmul(&self.w) + &self.b
-    }
-
-    fn params(&self) -> [&Tensor<f32>; 2] {
-        [&self.w, &self.b]
-    }
-}
 
 fn main() {
     tapegrad::manual_seed(0);
+    let short = common::short_mode();
 
     // The task: y = sin(3x) + noise on x in [-1, 1], 256 points.
     let n = 256;
@@ -47,50 +27,31 @@ fn main() {
     let x = Tensor::from_vec(xs, &[n, 1]);
     let y = Tensor::from_vec(ys, &[n, 1]);
 
-    let layers = [Linear::new(1, 64), Linear::new(64, 64), Linear::new(64, 1)];
-    let lr = 0.02f32;
-    let steps = 3000;
+    let model = Sequential::new()
+        .add(Linear::new(1, 64))
+        .add(Tanh)
+        .add(Linear::new(64, 64))
+        .add(Tanh)
+        .add(Linear::new(64, 1));
+    let mut opt = Sgd::new(model.parameters(), 0.02);
+    let steps = if short { 100 } else { 3000 };
 
-    let first_loss = loop_steps(&layers, &x, &y, lr, steps);
-    let final_loss = mse(&forward(&layers, &x), &y).item();
-    println!("loss: {first_loss:.4} -> {final_loss:.5} after {steps} steps");
-    assert!(final_loss < first_loss / 10.0, "the loss did not fall");
-}
-
-fn forward(layers: &[Linear], x: &Tensor<f32>) -> Tensor<f32> {
-    let mut h = x.clone();
-    for (i, layer) in layers.iter().enumerate() {
-        h = layer.forward(&h);
-        if i + 1 < layers.len() {
-            h = h.tanh();
-        }
-    }
-    h
-}
-
-fn mse(pred: &Tensor<f32>, target: &Tensor<f32>) -> Tensor<f32> {
-    (pred - target).powf(2.0).mean()
-}
-
-/// Runs `steps` of full-batch SGD; returns the first loss.
-fn loop_steps(layers: &[Linear], x: &Tensor<f32>, y: &Tensor<f32>, lr: f32, steps: usize) -> f32 {
-    let mut first = f32::NAN;
+    let mut first_loss = f32::NAN;
     for step in 0..steps {
-        let loss = mse(&forward(layers, x), y);
+        opt.zero_grad();
+        let loss = model.forward(&x).mse_loss(&y);
         loss.backward();
-        tapegrad::no_grad(|| {
-            for p in layers.iter().flat_map(Linear::params) {
-                let g = p.grad().expect("every parameter gets a gradient");
-                p.sub_(&(g * lr));
-                p.zero_grad();
-            }
-        });
+        opt.step();
         if step == 0 {
-            first = loss.item();
+            first_loss = loss.item();
         }
-        if step % 300 == 0 || step + 1 == steps {
+        if step % (steps / 10) == 0 || step + 1 == steps {
             println!("step {step:5}  loss {:.5}", loss.item());
         }
     }
-    first
+    let final_loss = no_grad(|| model.forward(&x).mse_loss(&y)).item();
+    println!("loss: {first_loss:.4} -> {final_loss:.5} after {steps} steps");
+    if !short {
+        assert!(final_loss < first_loss / 10.0, "the loss did not fall");
+    }
 }

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod data;
 mod float;
 mod layout;
 pub mod nn;
