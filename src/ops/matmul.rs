@@ -124,13 +124,23 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     if a.requires_grad() {
         saves.push(Save::Input(1));
     }
+    // `b` seen transposed (a Linear layer's `weight.t()`): its gradient is
+    // made transposed too, as (gᵀ A)ᵀ, so that it reaches the weight
+    // row-major and is not copied on its way into `.grad` (as PyTorch's mm
+    // backward follows the operand's strides).
+    let b_transposed = {
+        let s = b.data().strides.clone();
+        s[nd - 1] != 1 && s[nd - 2] == 1
+    };
     let name = if nd == 2 { "MmBackward" } else { "BmmBackward" };
-    record(name, &[a, b], out, &saves, |ctx, g| {
+    record(name, &[a, b], out, &saves, move |ctx, g| {
         smallvec![
             ctx.needs_grad(0)
                 .then(|| batched_matmul(&g, &ctx.input(1).transpose_last())),
-            ctx.needs_grad(1)
-                .then(|| batched_matmul(&ctx.input(0).transpose_last(), &g)),
+            ctx.needs_grad(1).then(|| match b_transposed {
+                true => batched_matmul(&g.transpose_last(), &ctx.input(0)).transpose_last(),
+                false => batched_matmul(&ctx.input(0).transpose_last(), &g),
+            }),
         ]
     })
 }
