@@ -182,18 +182,33 @@ fn lock() -> Locked {
 /// An empty `Vec` with room for exactly `n` elements: a cached one if there
 /// is one of that capacity. If not, cached buffers are freed first as far as
 /// the new one would lift the heap over its high-water mark.
+///
+/// **Panics** if the memory cannot be had, naming its size (where a `Vec`
+/// would abort the process).
+#[track_caller]
 pub(crate) fn take<T: 'static>(n: usize) -> Vec<T> {
-    let bytes = n * std::mem::size_of::<T>();
+    let bytes = n.saturating_mul(std::mem::size_of::<T>());
     if bytes >= MIN_BYTES {
         if let Some(v) = lock().take(n) {
             return v;
         }
-        let room = HIGH
-            .load(Ordering::Relaxed)
-            .saturating_sub(LIVE.load(Ordering::Relaxed) + bytes);
-        shrink_to(room);
+        let live = LIVE.load(Ordering::Relaxed).saturating_add(bytes);
+        shrink_to(HIGH.load(Ordering::Relaxed).saturating_sub(live));
     }
-    Vec::with_capacity(n)
+    let mut v = Vec::new();
+    if v.try_reserve_exact(n).is_err() {
+        out_of_memory::<T>(n);
+    }
+    v
+}
+
+/// The panic of an allocation of `n` elements of `T` that failed.
+#[cold]
+#[track_caller]
+fn out_of_memory<T>(n: usize) -> ! {
+    let bytes = n as u128 * std::mem::size_of::<T>() as u128;
+    let ty = std::any::type_name::<T>();
+    panic!("cannot allocate {bytes} bytes ({n} elements of {ty}): out of memory")
 }
 
 /// Takes `v`'s allocation for later reuse, or frees it (small, of a type

@@ -1,7 +1,7 @@
 //! The crate's random number generator: one per thread, as Rust's
 //! `thread_rng`, so tests in parallel threads cannot disturb each other.
 
-use crate::Float;
+use crate::{pool, Float};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -50,14 +50,22 @@ pub(crate) fn with_rng<R>(f: impl FnOnce(&mut StdRng) -> R) -> R {
 }
 
 /// `n` samples uniform in [0, 1).
+///
+/// **Panics** if the memory cannot be had ([`pool::take`]).
+#[track_caller]
 pub(crate) fn uniform<T: Float>(n: usize) -> Vec<T> {
-    with_rng(|r| (0..n).map(|_| T::of(r.random::<f64>())).collect())
+    let mut out = pool::take(n);
+    with_rng(|r| out.extend((0..n).map(|_| T::of(r.random::<f64>()))));
+    out
 }
 
 /// `n` samples from the standard normal distribution (Box-Muller).
+///
+/// **Panics** if the memory cannot be had ([`pool::take`]).
+#[track_caller]
 pub(crate) fn normal<T: Float>(n: usize) -> Vec<T> {
+    let mut out = pool::take(n);
     with_rng(|r| {
-        let mut out = Vec::with_capacity(n + 1);
         while out.len() < n {
             // 1 - u lies in (0, 1], so the logarithm is finite.
             let u1: f64 = 1.0 - r.random::<f64>();
@@ -65,11 +73,13 @@ pub(crate) fn normal<T: Float>(n: usize) -> Vec<T> {
             let radius = (-2.0 * u1.ln()).sqrt();
             let angle = std::f64::consts::TAU * u2;
             out.push(T::of(radius * angle.cos()));
-            out.push(T::of(radius * angle.sin()));
+            // Two samples per draw; an odd count leaves the last one out.
+            if out.len() < n {
+                out.push(T::of(radius * angle.sin()));
+            }
         }
-        out.truncate(n);
-        out
-    })
+    });
+    out
 }
 
 /// A copy of this thread's generator, for a checkpoint to replay.

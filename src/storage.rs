@@ -41,6 +41,9 @@ pub(crate) type Data<T> = SmallVec<[T; INLINE]>;
 /// The elements `it` yields (exactly `n` of them) as buffer data: large ones
 /// into a `Vec` (from the [`pool`]) whose `extend` loop vectorises, taken
 /// over without a copy.
+///
+/// **Panics** if the memory cannot be had ([`pool::take`]).
+#[track_caller]
 pub(crate) fn collect_data<T: Copy + Default + 'static>(n: usize, it: impl Iterator<Item = T>) -> Data<T> {
     if n <= INLINE {
         // Through a plain array: SmallVec's own collect checks its length
@@ -104,6 +107,9 @@ impl<T: 'static> Drop for Buffer<T> {
 }
 
 /// Buffer data of `n` copies of `v`.
+///
+/// **Panics** if the memory cannot be had ([`pool::take`]).
+#[track_caller]
 pub(crate) fn filled<T: Copy + 'static>(v: T, n: usize) -> Data<T> {
     if n <= INLINE {
         Data::from_elem(v, n)
@@ -242,15 +248,18 @@ impl<T: Float> Value<T> {
     }
 
     /// A row-major copy of the elements.
+    ///
+    /// **Panics** if the memory cannot be had ([`pool::take`]).
     pub(crate) fn to_vec(&self) -> Vec<T> {
+        let mut v = pool::take(self.numel());
         match self.as_slice() {
-            Some(s) => s.to_vec(),
+            Some(s) => v.extend_from_slice(s),
             None => {
-                let mut v = vec![T::zero(); self.numel()];
+                v.resize(self.numel(), T::zero());
                 self.copy_into(&mut v);
-                v
             }
         }
+        v
     }
 
     /// The same elements, row-major in a buffer of their own if they were not.

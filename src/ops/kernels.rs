@@ -6,19 +6,31 @@ use crate::autograd::node::should_record;
 use crate::ops::broadcast::broadcast_shape;
 use crate::ops::parallel;
 use crate::pool;
-use crate::storage::{collect_data, dims, Value};
+use crate::storage::{collect_data, dims, filled, Value};
 use crate::Float;
 use crate::Tensor;
 use ndarray::{ArrayView2, ArrayViewMutD, IxDyn, Zip};
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
-/// `f` of every element, into a fresh row-major buffer.
+/// `f` of every element, into a fresh buffer: row-major, or in the memory
+/// order of elements that lie back to back in another order.
 pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
-    match x.as_slice() {
-        Some(s) => Value::from_vec(collect_data(s.len(), s.iter().map(|&v| f(v))), &x.shape),
-        None => Value::from_array(x.view().map(|&v| f(v))),
+    if let Some(s) = x.as_slice() {
+        return Value::from_vec(collect_data(s.len(), s.iter().map(|&v| f(v))), &x.shape);
     }
+    let view = x.view();
+    if view.as_slice_memory_order().is_some() {
+        // As many elements as `x`'s own: ndarray maps them in memory order.
+        return Value::from_array(view.map(|&v| f(v)));
+    }
+    // Strided or broadcast: a broadcast view may stand for more elements
+    // than memory can hold, and the pool's buffer panics then where
+    // ndarray's would abort.
+    let mut data = filled(T::zero(), x.numel());
+    let dst = ArrayViewMutD::from_shape(IxDyn(&x.shape), &mut data).expect("numel elements");
+    Zip::from(dst).and(&view).for_each(|d, &v| *d = f(v));
+    Value::from_vec(data, &x.shape)
 }
 
 /// `f` of every pair of elements of `a` and `b`, broadcasting them as NumPy
