@@ -2,6 +2,11 @@
 //! crate computes from a user's shape goes through here, so that a shape
 //! too large for memory is refused with a panic naming the op instead of
 //! wrapping around (and an unsafe read trusting the wrapped layout).
+//!
+//! The lowest layer: shapes, strides, broadcasting rules and dimension
+//! checks, on plain `usize` slices, with no data and no tensors.
+
+use smallvec::{smallvec, SmallVec};
 
 /// The number of elements of `shape`.
 ///
@@ -54,6 +59,92 @@ pub(crate) fn end_of(shape: &[usize], strides: &[usize], offset: usize) -> Optio
         .zip(strides)
         .try_fold(offset, |end, (&d, &s)| (d - 1).checked_mul(s)?.checked_add(end))?
         .checked_add(1)
+}
+
+/// Shapes and strides: inline up to 4 dimensions.
+pub(crate) type Dims = SmallVec<[usize; 4]>;
+
+/// `s` as `Dims`. Up to 4 dimensions without a call to `memcpy`
+/// (`SmallVec::from_slice` makes one, which was 5% of W1 for 8-byte copies).
+pub(crate) fn dims(s: &[usize]) -> Dims {
+    let buf = match *s {
+        [] => [0; 4],
+        [a] => [a, 0, 0, 0],
+        [a, b] => [a, b, 0, 0],
+        [a, b, c] => [a, b, c, 0],
+        [a, b, c, d] => [a, b, c, d],
+        _ => return SmallVec::from_slice(s),
+    };
+    Dims::from_buf_and_len(buf, s.len())
+}
+
+/// Row-major strides of `shape`.
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Dims {
+    let mut strides = dims(shape);
+    let mut acc = 1;
+    for (s, &d) in strides.iter_mut().zip(shape).rev() {
+        *s = acc;
+        acc *= d;
+    }
+    strides
+}
+
+/// The shape `a` and `b` broadcast to.
+///
+/// **Panics**, naming `op` and both shapes, if they are incompatible.
+pub(crate) fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Dims {
+    let out = try_broadcast_shape(a, b).unwrap_or_else(|i| {
+        let n = a.len().max(b.len());
+        let (da, db) = (dim_of(a, i, n), dim_of(b, i, n));
+        panic!("{op}: shapes {a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})")
+    });
+    numel(op, &out);
+    out
+}
+
+/// The shape `a` and `b` broadcast to, or the first dimension (of the
+/// result) where they clash.
+pub(crate) fn try_broadcast_shape(a: &[usize], b: &[usize]) -> Result<Dims, usize> {
+    let n = a.len().max(b.len());
+    let mut out: Dims = smallvec![0; n];
+    for i in 0..n {
+        out[i] = match (dim_of(a, i, n), dim_of(b, i, n)) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(i),
+        };
+    }
+    Ok(out)
+}
+
+/// Dimension `i` of `shape` seen as `n` dimensions (1 where it has none).
+fn dim_of(shape: &[usize], i: usize, n: usize) -> usize {
+    if i + shape.len() >= n {
+        shape[i + shape.len() - n]
+    } else {
+        1
+    }
+}
+
+/// **Panics**, naming `op`, unless `from` broadcasts to exactly `to`.
+pub(crate) fn check_broadcasts_to(op: &str, from: &[usize], to: &[usize]) {
+    let ok = from.len() <= to.len()
+        && from
+            .iter()
+            .rev()
+            .zip(to.iter().rev())
+            .all(|(&f, &t)| f == t || f == 1);
+    assert!(ok, "{op}: shape {from:?} cannot be broadcast to {to:?}");
+    numel(op, to);
+}
+
+/// **Panics**, naming `op`, unless `dim` is a dimension of `shape`.
+pub(crate) fn check_dim(op: &str, dim: usize, shape: &[usize]) {
+    assert!(
+        dim < shape.len(),
+        "{op}: dimension {dim} out of range for shape {shape:?}"
+    );
 }
 
 #[cfg(test)]

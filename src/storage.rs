@@ -7,28 +7,12 @@
 //! uniquely (`Arc::get_mut`); otherwise the writer makes a fresh copy
 //! (copy-on-write), which is why views and saved values are snapshots.
 
-use crate::{layout, pool, Float};
+use crate::layout::{self, contiguous_strides, dims, Dims};
+use crate::{pool, Float};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn, ShapeBuilder, Zip};
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
-
-/// Shapes and strides: inline up to 4 dimensions.
-pub(crate) type Dims = SmallVec<[usize; 4]>;
-
-/// `s` as `Dims`. Up to 4 dimensions without a call to `memcpy`
-/// (`SmallVec::from_slice` makes one, which was 5% of W1 for 8-byte copies).
-pub(crate) fn dims(s: &[usize]) -> Dims {
-    let buf = match *s {
-        [] => [0; 4],
-        [a] => [a, 0, 0, 0],
-        [a, b] => [a, b, 0, 0],
-        [a, b, c] => [a, b, c, 0],
-        [a, b, c, d] => [a, b, c, d],
-        _ => return SmallVec::from_slice(s),
-    };
-    Dims::from_buf_and_len(buf, s.len())
-}
 
 /// How many elements a buffer holds inline, in its own allocation: scalars
 /// and small vectors (per-op overhead dominates there) then cost one
@@ -139,17 +123,6 @@ impl<T: 'static> Clone for Value<T> {
             offset: self.offset,
         }
     }
-}
-
-/// Row-major strides of `shape`.
-pub(crate) fn contiguous_strides(shape: &[usize]) -> Dims {
-    let mut strides = dims(shape);
-    let mut acc = 1;
-    for (s, &d) in strides.iter_mut().zip(shape).rev() {
-        *s = acc;
-        acc *= d;
-    }
-    strides
 }
 
 impl<T: Float> Value<T> {

@@ -2,8 +2,8 @@
 //! that made it.
 
 use crate::autograd::node::{Edge, Node};
-pub(crate) use crate::storage::dims;
-use crate::storage::{filled, Buffer, Dims, Value};
+use crate::layout::{dims, Dims};
+use crate::storage::{filled, Buffer, Value};
 use crate::{layout, rng, Float};
 use ndarray::{ArrayD, ArrayViewD};
 use std::fmt;

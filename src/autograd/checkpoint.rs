@@ -36,8 +36,9 @@
 
 use crate::autograd::mode::{is_grad_enabled, GradModeGuard};
 use crate::autograd::node::{should_record, Held, Role, Saved, SavedData, NEXT_ID};
+use crate::layout::Dims;
 use crate::rng::{self, Replay};
-use crate::storage::{Dims, Value};
+use crate::storage::Value;
 use crate::tensor::TensorImpl;
 use crate::{Float, Tensor};
 use std::any::Any;

@@ -11,7 +11,8 @@
 use crate::autograd::checkpoint::{self, Frame};
 use crate::autograd::memory;
 use crate::autograd::mode::is_grad_enabled;
-use crate::storage::{dims, Dims, Value};
+use crate::layout::{dims, Dims};
+use crate::storage::Value;
 use crate::tensor::{Tensor, TensorImpl};
 use crate::Float;
 use smallvec::SmallVec;

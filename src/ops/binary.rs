@@ -4,9 +4,9 @@
 //! [`Tensor::sum_to`], the one shared reduce-back.
 
 use crate::autograd::node::{record, Save};
+use crate::layout::dims;
 use crate::ops::kernels::{map, map_into, map_over, zip_into, zip_map, zip_over};
 use crate::storage::Value;
-use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::{smallvec, SmallVec};
 use std::ops::{Add, Div, Mul, Neg, Sub};

@@ -1,62 +1,13 @@
-//! Broadcasting, as NumPy does it, and its gradient: the one place where a
-//! gradient is summed back to the shape of a broadcast input.
+//! Broadcast views (the rules, as NumPy's, are in `layout`) and their
+//! gradient: the one place where a gradient is summed back to the shape of
+//! a broadcast input.
 
 use crate::autograd::node::record;
+use crate::layout::{check_broadcasts_to, dims};
 use crate::ops::sum::sum_axis;
-use crate::storage::{Dims, Value};
-use crate::tensor::dims;
-use crate::{layout, Float, Tensor};
+use crate::storage::Value;
+use crate::{Float, Tensor};
 use smallvec::smallvec;
-
-/// The shape `a` and `b` broadcast to.
-///
-/// **Panics**, naming `op` and both shapes, if they are incompatible.
-pub(crate) fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Dims {
-    let out = try_broadcast_shape(a, b).unwrap_or_else(|i| {
-        let n = a.len().max(b.len());
-        let (da, db) = (dim_of(a, i, n), dim_of(b, i, n));
-        panic!("{op}: shapes {a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})")
-    });
-    layout::numel(op, &out);
-    out
-}
-
-/// The shape `a` and `b` broadcast to, or the first dimension (of the
-/// result) where they clash.
-pub(crate) fn try_broadcast_shape(a: &[usize], b: &[usize]) -> Result<Dims, usize> {
-    let n = a.len().max(b.len());
-    let mut out: Dims = smallvec![0; n];
-    for i in 0..n {
-        out[i] = match (dim_of(a, i, n), dim_of(b, i, n)) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => return Err(i),
-        };
-    }
-    Ok(out)
-}
-
-/// Dimension `i` of `shape` seen as `n` dimensions (1 where it has none).
-fn dim_of(shape: &[usize], i: usize, n: usize) -> usize {
-    if i + shape.len() >= n {
-        shape[i + shape.len() - n]
-    } else {
-        1
-    }
-}
-
-/// **Panics**, naming `op`, unless `from` broadcasts to exactly `to`.
-pub(crate) fn check_broadcasts_to(op: &str, from: &[usize], to: &[usize]) {
-    let ok = from.len() <= to.len()
-        && from
-            .iter()
-            .rev()
-            .zip(to.iter().rev())
-            .all(|(&f, &t)| f == t || f == 1);
-    assert!(ok, "{op}: shape {from:?} cannot be broadcast to {to:?}");
-    layout::numel(op, to);
-}
 
 impl<T: Float> Tensor<T> {
     /// A view of this tensor repeated along new leading dimensions and along

@@ -10,9 +10,9 @@
 //! again an adjoint pair.
 
 use crate::autograd::node::record;
+use crate::layout::dims;
 use crate::pool;
 use crate::storage::{filled, Value};
-use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::smallvec;
 use std::ops::Range;

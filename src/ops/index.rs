@@ -4,9 +4,8 @@
 //! is an `index_select` of rows.
 
 use crate::autograd::node::record;
-use crate::ops::check_dim;
+use crate::layout::{check_dim, dims};
 use crate::storage::Value;
-use crate::tensor::dims;
 use crate::{Float, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn};
 use smallvec::smallvec;

@@ -5,7 +5,7 @@
 //! no temporary: `addcmul_` is `x + value · a · b` per element, not three
 //! ops.
 
-use crate::ops::broadcast::check_broadcasts_to;
+use crate::layout::check_broadcasts_to;
 use crate::storage::{collect_data, Value};
 use crate::{Float, Tensor};
 use ndarray::IxDyn;

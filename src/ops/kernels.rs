@@ -3,10 +3,10 @@
 //! on small tensors); everything else goes through ndarray's `Zip`.
 
 use crate::autograd::node::should_record;
-use crate::ops::broadcast::broadcast_shape;
+use crate::layout::{broadcast_shape, dims};
 use crate::ops::parallel;
 use crate::pool;
-use crate::storage::{collect_data, dims, filled, Value};
+use crate::storage::{collect_data, filled, Value};
 use crate::Float;
 use crate::Tensor;
 use ndarray::{ArrayView2, ArrayViewMutD, IxDyn, Zip};

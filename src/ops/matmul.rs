@@ -4,7 +4,7 @@
 
 use crate::autograd::checkpoint;
 use crate::autograd::node::{record, Save};
-use crate::ops::broadcast::try_broadcast_shape;
+use crate::layout::try_broadcast_shape;
 use crate::ops::kernels::gemm_into;
 use crate::storage::Value;
 use crate::{layout, Float, Tensor};

@@ -17,11 +17,3 @@ pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod sum;
 pub(crate) mod unary;
-
-/// **Panics**, naming `op`, unless `dim` is a dimension of `shape`.
-pub(crate) fn check_dim(op: &str, dim: usize, shape: &[usize]) {
-    assert!(
-        dim < shape.len(),
-        "{op}: dimension {dim} out of range for shape {shape:?}"
-    );
-}

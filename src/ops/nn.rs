@@ -1,7 +1,7 @@
 //! Neural-network functions: softmax, log-softmax, dropout.
 
 use crate::autograd::node::{mark_graph_memory, record, should_record, Save};
-use crate::ops::check_dim;
+use crate::layout::check_dim;
 use crate::ops::kernels::zip_map;
 use crate::{rng, Float, Tensor};
 use smallvec::smallvec;

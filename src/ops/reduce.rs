@@ -1,10 +1,9 @@
 //! Reductions: over everything (to shape `[]`) or along one dimension.
 
 use crate::autograd::node::{record, Save};
-use crate::ops::check_dim;
+use crate::layout::{check_dim, dims};
 use crate::ops::sum::{sum_all, sum_axis};
 use crate::storage::Value;
-use crate::tensor::dims;
 use crate::{no_grad, Float, Tensor};
 use ndarray::{ArrayD, Axis};
 use smallvec::smallvec;

@@ -1,8 +1,8 @@
 //! Views and reshapes: O(1) where the layout allows, sharing the buffer.
 
 use crate::autograd::node::record;
-use crate::storage::{contiguous_strides, Value};
-use crate::tensor::dims;
+use crate::layout::{contiguous_strides, dims};
+use crate::storage::Value;
 use crate::{layout, Float, Tensor};
 use smallvec::smallvec;
 

@@ -5,8 +5,8 @@
 //! the input is 0, as it should be.
 
 use crate::autograd::node::{record, Save};
+use crate::layout::dims;
 use crate::ops::kernels::{map, zip_consume};
-use crate::tensor::dims;
 use crate::{Float, Tensor};
 use smallvec::smallvec;
 
