@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+mod checkpoint;
 pub mod data;
 mod float;
 mod layout;
@@ -40,23 +41,22 @@ pub mod optim;
 mod pool;
 mod rng;
 mod storage;
+mod sync;
 mod tensor;
 #[cfg(feature = "proptest")]
 pub mod testing;
 
-pub use autograd::checkpoint::{
-    checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_sequential, checkpoint_sequential_with,
-    checkpoint_with, print_saved_residuals, recompute_counts, saved_residuals, CheckpointOptions,
-    CheckpointPolicy, Layer, RecomputeCounts, SavedResidual,
-};
 pub use autograd::custom::CustomOp;
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
 pub use autograd::gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
+pub use autograd::hooks::{saved_tensors_hooks, SavedTensorsHooks};
 pub use autograd::memory;
 pub use autograd::mode::{enable_grad, is_grad_enabled, no_grad, GradModeGuard, NoGradGuard};
-pub use autograd::planner::{
-    checkpoint_planned, plan_checkpoints, profile_layers, try_plan_checkpoints, BudgetError, LayerProfile,
-    Plan, Segment,
+pub use checkpoint::{
+    checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_planned, checkpoint_sequential,
+    checkpoint_sequential_with, checkpoint_with, plan_checkpoints, print_saved_residuals, profile_layers,
+    recompute_counts, saved_residuals, try_plan_checkpoints, BudgetError, CheckpointOptions,
+    CheckpointPolicy, Layer, LayerProfile, Plan, RecomputeCounts, SavedResidual, Segment,
 };
 pub use float::Float;
 pub use ndarray;
@@ -70,7 +70,7 @@ pub mod prelude {
         checkpoint_with, enable_grad, grad, gradcheck, is_grad_enabled, manual_seed, no_grad,
         plan_checkpoints, print_saved_residuals, randperm, saved_residuals, BackwardOptions,
         CheckpointOptions, CheckpointPolicy, CustomOp, Float, GradOptions, GradcheckError, GradcheckOptions,
-        NoGradGuard, Tensor,
+        NoGradGuard, SavedTensorsHooks, Tensor,
     };
 }
 

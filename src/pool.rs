@@ -36,10 +36,11 @@
 //! write; it is held for a scan of the cached buffers and never while memory
 //! is freed.
 
+use crate::sync;
 use std::any::{Any, TypeId};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 /// Smaller buffers go straight back to the allocator (its own caches serve
 /// them well; and they page-fault little).
@@ -173,10 +174,9 @@ impl std::ops::DerefMut for Locked {
     }
 }
 
-/// The cache, whichever thread panicked while holding it (its state is
-/// consistent between any two statements).
+/// The cache, whichever thread panicked while holding it.
 fn lock() -> Locked {
-    Locked(CACHE.lock().unwrap_or_else(PoisonError::into_inner))
+    Locked(sync::lock(&CACHE))
 }
 
 /// An empty `Vec` with room for exactly `n` elements: a cached one if there

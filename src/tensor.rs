@@ -4,6 +4,7 @@
 use crate::autograd::node::{Edge, Node};
 use crate::layout::{dims, Dims};
 use crate::storage::{filled, Buffer, Value};
+use crate::sync::{lock, read, write};
 use crate::{layout, rng, Float};
 use ndarray::{ArrayD, ArrayViewD};
 use std::fmt;
@@ -64,14 +65,6 @@ impl<T: Float> Clone for Tensor<T> {
             inner: self.inner.clone(),
         }
     }
-}
-
-fn read<U>(lock: &RwLock<U>) -> std::sync::RwLockReadGuard<'_, U> {
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 // ---------------------------------------------------------------- construction
@@ -220,7 +213,7 @@ impl<T: Float> Tensor<T> {
     /// The data, locked for an in-place write (take it for one write, and
     /// no other lock while it is held).
     pub(crate) fn data_mut(&self) -> std::sync::RwLockWriteGuard<'_, Value<T>> {
-        self.inner.data.write().unwrap_or_else(|e| e.into_inner())
+        write(&self.inner.data)
     }
 
     /// Whether this tensor's data lives in `buf`.

@@ -1,6 +1,6 @@
 //! User-defined differentiable operations.
 
-use crate::autograd::node::{record, Save};
+use crate::autograd::node::{record, Role};
 use crate::storage::Value;
 use crate::{Float, Tensor};
 use ndarray::ArrayD;
@@ -56,8 +56,8 @@ impl<T: Float> Tensor<T> {
         let arrays: Vec<ArrayD<T>> = inputs.iter().map(Tensor::to_array).collect();
         let out = Value::from_array(op.forward(&arrays));
         let refs: Vec<&Tensor<T>> = inputs.iter().collect();
-        let mut saves: SmallVec<[Save; 2]> = (0..inputs.len()).map(Save::Input).collect();
-        saves.push(Save::Output);
+        let mut saves: SmallVec<[Role; 2]> = (0..inputs.len()).map(Role::Input).collect();
+        saves.push(Role::Output);
         let n = inputs.len();
         record("CustomOpBackward", &refs, out, &saves, move |ctx, g| {
             let xs: Vec<Tensor<T>> = (0..n).map(|i| ctx.input(i)).collect();

@@ -8,7 +8,7 @@
 //! Nothing recurses, so a graph of a million ops backwards on a small stack.
 //! No global lock is held, so a backward may start inside a backward.
 
-use crate::autograd::checkpoint;
+use crate::autograd::hooks::BackwardScope;
 use crate::autograd::mode::GradModeGuard;
 use crate::autograd::node::{Edge, Node};
 use crate::tensor::{Tensor, TensorImpl};
@@ -296,7 +296,7 @@ fn run<T: Float>(
     targets: Option<&[Tensor<T>]>,
 ) -> Option<Vec<Option<Tensor<T>>>> {
     let _mode = GradModeGuard::new(create_graph);
-    let _session = checkpoint::Session::begin();
+    let _scope = BackwardScope::begin();
 
     // Targets: leaves by their handle, non-leaves by their node.
     let mut results: Option<Vec<Option<Tensor<T>>>> = targets.map(|t| vec![None; t.len()]);

@@ -5,14 +5,15 @@
 //! for its backward rule, and the rule itself. A rule sees saved values only
 //! through [`Ctx`]; it captures no `Tensor` (shapes and scalars are fine), so
 //! the graph has no cycles and every saved value passes through one place
-//! where versions are checked, memory is counted and (later) checkpoint
-//! placeholders are filled.
+//! where versions are checked and hooks unpack what they packed.
 
-use crate::autograd::checkpoint::{self, Frame};
-use crate::autograd::memory;
+use crate::autograd::hooks;
 use crate::autograd::mode::is_grad_enabled;
+pub(crate) use crate::autograd::saved::Role;
+use crate::autograd::saved::Saved;
 use crate::layout::{dims, Dims};
 use crate::storage::Value;
+use crate::sync::lock;
 use crate::tensor::{Tensor, TensorImpl};
 use crate::Float;
 use smallvec::SmallVec;
@@ -44,133 +45,9 @@ pub(crate) enum Edge<T: Float> {
     Leaf(Weak<TensorImpl<T>>),
 }
 
-/// What a saved value was to the op that saved it.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Role {
-    Input(usize),
-    Output,
-}
-
-/// A value saved for backward: data only, plus what is needed to check that
-/// nobody wrote to it in place and to re-attach it to the graph.
-pub(crate) struct Saved<T: Float> {
-    role: Role,
-    data: SavedData<T>,
-    /// The tensor whose data this is, to compare versions on unpack.
-    owner: Weak<TensorImpl<T>>,
-    version: u64,
-}
-
-/// The data of a saved value: held, or (inside a checkpoint scope) a
-/// placeholder that the scope's re-run fills during backward.
-#[derive(Clone)]
-pub(crate) enum SavedData<T: Float> {
-    Held(Held<T>),
-    Placeholder { frame: Arc<Frame>, index: usize },
-}
-
-/// A value held for backward, counted in `memory::saved_bytes` while it
-/// lives.
-pub(crate) struct Held<T: Float> {
-    pub(crate) value: Value<T>,
-}
-
-impl<T: Float> Held<T> {
-    pub(crate) fn new(value: Value<T>) -> Self {
-        memory::count_saved(&value.buf);
-        Held { value }
-    }
-}
-
-impl<T: Float> Clone for Held<T> {
-    fn clone(&self) -> Self {
-        Held::new(self.value.clone())
-    }
-}
-
-impl<T: Float> Drop for Held<T> {
-    fn drop(&mut self) {
-        memory::uncount_saved(&self.value.buf);
-    }
-}
-
-impl<T: Float> Clone for Saved<T> {
-    fn clone(&self) -> Self {
-        Saved {
-            role: self.role,
-            data: self.data.clone(),
-            owner: self.owner.clone(),
-            version: self.version,
-        }
-    }
-}
-
-impl<T: Float> Saved<T> {
-    /// Saves `value` (the data of `owner` at `version`) for the op `op`
-    /// through the innermost checkpoint scope of this thread, if any.
-    pub(crate) fn new(
-        op: &'static str,
-        role: Role,
-        value: Value<T>,
-        owner: Weak<TensorImpl<T>>,
-        version: u64,
-    ) -> Self {
-        Saved {
-            role,
-            data: checkpoint::save(op, role, value),
-            owner,
-            version,
-        }
-    }
-
-    /// `t`'s current data, saved as `role` of `op`.
-    pub(crate) fn of(op: &'static str, role: Role, t: &Tensor<T>) -> Self {
-        Saved::new(
-            op,
-            role,
-            t.value(),
-            Arc::downgrade(&t.inner),
-            t.inner.version.load(Ordering::Acquire),
-        )
-    }
-
-    /// The data, after checking that nobody wrote to it in place; a
-    /// placeholder is filled by its checkpoint's re-run. `op` names the
-    /// reader in messages.
-    pub(crate) fn value(&self, op: &str) -> Value<T> {
-        self.check_version(op);
-        match &self.data {
-            SavedData::Held(h) => h.value.clone(),
-            SavedData::Placeholder { frame, index } => frame.unpack::<T>(*index),
-        }
-    }
-
-    /// Panics (naming the reader `op`) if someone wrote to the value in
-    /// place since it was saved.
-    fn check_version(&self, op: &str) {
-        if let Some(owner) = self.owner.upgrade() {
-            let now = owner.version.load(Ordering::Acquire);
-            if now != self.version {
-                panic!(
-                    "{op}: one of the values needed for gradient computation has been modified by \
-                     an inplace operation: its {} of shape {:?} is at version {now}; expected \
-                     version {}",
-                    describe(self.role),
-                    owner.shape.as_slice(),
-                    self.version
-                );
-            }
-        }
-    }
-}
-
-/// The saved values of a node.
-struct SavedState<T: Float> {
-    values: SmallVec<[Saved<T>; 1]>,
-    /// Set once a backward without `retain_graph` has run through the node
-    /// (and dropped `values`).
-    freed: bool,
-}
+/// The saved values of a node; `None` once a backward without
+/// `retain_graph` has run through it (and dropped them).
+type SavedValues<T> = Option<SmallVec<[Saved<T>; 1]>>;
 
 /// The id of the next node made (checkpoint scopes read it when they open).
 pub(crate) static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -183,15 +60,15 @@ pub(crate) struct Node<T: Float, R: ?Sized = Rule<T>> {
     pub(crate) name: &'static str,
     pub(crate) edges: SmallVec<[Edge<T>; 2]>,
     pub(crate) out_shape: Dims,
-    saved: Mutex<SavedState<T>>,
+    saved: Mutex<SavedValues<T>>,
     rule: R,
 }
 
 impl<T: Float> Node<T> {
     /// The saved values, locked only for a look or a swap (never while a
     /// rule or a checkpoint's re-run runs).
-    fn saved_lock(&self) -> MutexGuard<'_, SavedState<T>> {
-        self.saved.lock().unwrap_or_else(|e| e.into_inner())
+    fn saved_lock(&self) -> MutexGuard<'_, SavedValues<T>> {
+        lock(&self.saved)
     }
 
     /// Runs the rule on `grad`. With `free`, the saved values are released
@@ -200,7 +77,7 @@ impl<T: Float> Node<T> {
         let grads = (self.rule)(
             &Ctx {
                 node: self,
-                filled: RefCell::default(),
+                unpacked: RefCell::default(),
             },
             grad,
         );
@@ -213,11 +90,7 @@ impl<T: Float> Node<T> {
             self.edges.len()
         );
         if free {
-            let values = {
-                let mut state = self.saved_lock();
-                state.freed = true;
-                std::mem::take(&mut state.values)
-            };
+            let values = self.saved_lock().take();
             drop(values);
         }
         grads
@@ -342,15 +215,15 @@ fn unlink<T: Float>(edges: &mut SmallVec<[Edge<T>; 2]>) {
 /// What a backward rule reads its saved values through.
 pub(crate) struct Ctx<'a, T: Float> {
     node: &'a Arc<Node<T>>,
-    /// Placeholders this rule has had filled, so that a rule reading one
-    /// twice does not re-run its checkpoint twice. Kept here, not in the
-    /// node: the recomputed values go when the rule is done, even under
+    /// Values this rule has had unpacked by a hook, so that a rule reading
+    /// one twice asks once (a checkpoint's hook re-runs its scope). Kept
+    /// here, not in the node: they go when the rule is done, even under
     /// `retain_graph`.
-    filled: RefCell<Filled<T>>,
+    unpacked: RefCell<Unpacked<T>>,
 }
 
-/// Values recomputed for placeholders during one rule, by role.
-type Filled<T> = SmallVec<[(Role, Value<T>); 1]>;
+/// Values unpacked during one rule, by role.
+type Unpacked<T> = SmallVec<[(Role, Value<T>); 1]>;
 
 impl<T: Float> Ctx<'_, T> {
     /// Whether input `i` gets a gradient (rules may skip work for the rest).
@@ -377,44 +250,43 @@ impl<T: Float> Ctx<'_, T> {
     /// The value saved as `wanted` (`None`: the first one saved).
     fn unpack(&self, wanted: Option<Role>) -> Tensor<T> {
         let name = self.node.name;
-        let (role, placeholder) = {
+        // Held values are read under the lock; a packed one is unpacked
+        // after it (its hook may re-run a checkpoint, which records ops).
+        let (role, read) = {
             let state = self.node.saved_lock();
-            if state.freed {
+            let Some(values) = state.as_ref() else {
                 panic!(
                     "{name}: trying to backward through the graph a second time, but its saved \
                      values were already freed; pass retain_graph: true (BackwardOptions or \
                      GradOptions) to the first backward if you need to backward through it again"
                 )
-            }
+            };
             let s = match wanted {
-                Some(role) => state.values.iter().find(|s| s.role == role),
-                None => state.values.first(),
+                Some(role) => values.iter().find(|s| s.role == role),
+                None => values.first(),
             };
             let s = s.unwrap_or_else(|| panic!("{name}: internal error: {wanted:?} was not saved"));
-            s.check_version(name);
-            let filled = self
-                .filled
+            let before = self
+                .unpacked
                 .borrow()
                 .iter()
-                .find(|f| f.0 == s.role)
-                .map(|f| f.1.clone());
-            let source = match (&s.data, filled) {
-                (_, Some(value)) => Err(value),
-                (SavedData::Held(h), None) => Err(h.value.clone()),
-                (SavedData::Placeholder { frame, index }, None) => Ok((frame.clone(), *index)),
+                .find(|u| u.0 == s.role)
+                .map(|u| u.1.clone());
+            let read = match before {
+                Some(value) => {
+                    s.check_version(name);
+                    Ok(value)
+                }
+                None if s.is_packed() => Err(s.clone()),
+                None => Ok(s.value(name)),
             };
-            (s.role, source)
+            (s.role, read)
         };
-        // A placeholder is filled by its checkpoint's re-run, with no lock
-        // held.
-        let value = placeholder.map_or_else(
-            |value| value,
-            |(frame, index)| {
-                let value = frame.unpack::<T>(index);
-                self.filled.borrow_mut().push((role, value.clone()));
-                value
-            },
-        );
+        let value = read.unwrap_or_else(|s| {
+            let value = s.value(name);
+            self.unpacked.borrow_mut().push((role, value.clone()));
+            value
+        });
         if !is_grad_enabled() {
             return Tensor::from_value(value);
         }
@@ -434,20 +306,6 @@ impl<T: Float> Ctx<'_, T> {
     }
 }
 
-fn describe(role: Role) -> String {
-    match role {
-        Role::Input(i) => format!("input {i}"),
-        Role::Output => "output".to_string(),
-    }
-}
-
-/// What an op asks [`record`] to save for its backward.
-#[derive(Clone, Copy)]
-pub(crate) enum Save {
-    Input(usize),
-    Output,
-}
-
 /// Counts `t`'s buffer in `memory::saved_bytes` while saved: for a
 /// constant an op made only for its backward (dropout's mask).
 pub(crate) fn mark_graph_memory<T: Float>(t: &Tensor<T>) {
@@ -457,17 +315,17 @@ pub(crate) fn mark_graph_memory<T: Float>(t: &Tensor<T>) {
 /// Whether an op on `inputs` is recorded now. Every op asks before it
 /// reads its inputs, so a checkpoint's forward learns here what it reads.
 pub(crate) fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
-    checkpoint::note_reads(inputs);
+    hooks::note_reads(inputs);
     is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
 }
 
 /// Wraps an op's result: a leaf when nothing is recorded, else a non-leaf
-/// tensor with a new node holding `saves` and `rule`.
+/// tensor with a new node holding the values `saves` names and `rule`.
 pub(crate) fn record<T: Float>(
     name: &'static str,
     inputs: &[&Tensor<T>],
     out: Value<T>,
-    saves: &[Save],
+    saves: &[Role],
     rule: impl Fn(&Ctx<'_, T>, Tensor<T>) -> Grads<T> + Send + Sync + 'static,
 ) -> Tensor<T> {
     if !should_record(inputs) {
@@ -486,8 +344,8 @@ pub(crate) fn record<T: Float>(
         let mut values = SmallVec::new();
         for s in saves {
             values.push(match s {
-                Save::Input(i) => Saved::of(name, Role::Input(*i), inputs[*i]),
-                Save::Output => Saved::new(name, Role::Output, out.clone(), me.clone(), 0),
+                Role::Input(i) => Saved::of(name, Role::Input(*i), inputs[*i]),
+                Role::Output => Saved::new(name, Role::Output, out.clone(), me.clone(), 0),
             });
         }
         let node: Arc<Node<T>> = Arc::new(Node {
@@ -495,7 +353,7 @@ pub(crate) fn record<T: Float>(
             name,
             edges,
             out_shape,
-            saved: Mutex::new(SavedState { values, freed: false }),
+            saved: Mutex::new(Some(values)),
             rule,
         });
         TensorImpl::new(out, Some(node), true)

@@ -3,7 +3,7 @@
 //! Gradients of broadcast inputs are summed back to their shapes by
 //! [`Tensor::sum_to`], the one shared reduce-back.
 
-use crate::autograd::node::{record, Save};
+use crate::autograd::node::{record, Role};
 use crate::layout::dims;
 use crate::ops::kernels::{map, map_into, map_over, zip_into, zip_map, zip_over};
 use crate::storage::Value;
@@ -37,13 +37,13 @@ fn sub<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 
 /// Saves input `i` only when the other input needs a gradient (the only
 /// formula that reads it): `w * x` with a constant `w` saves no `x`.
-fn save_for_other<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> SmallVec<[Save; 2]> {
+fn save_for_other<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> SmallVec<[Role; 2]> {
     let mut saves = SmallVec::new();
     if b.requires_grad() {
-        saves.push(Save::Input(0));
+        saves.push(Role::Input(0));
     }
     if a.requires_grad() {
-        saves.push(Save::Input(1));
+        saves.push(Role::Input(1));
     }
     saves
 }
@@ -70,10 +70,10 @@ fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| zip_map("div", a, b, |x, y| x / y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
-    let saves: &[Save] = if b.requires_grad() {
-        &[Save::Input(0), Save::Input(1)]
+    let saves: &[Role] = if b.requires_grad() {
+        &[Role::Input(0), Role::Input(1)]
     } else {
-        &[Save::Input(1)]
+        &[Role::Input(1)]
     };
     record("DivBackward", &[a, b], out, saves, move |ctx, g| {
         let b = ctx.input(1);
@@ -124,7 +124,7 @@ fn div_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T>
 // d(s / a) = -s da / a²
 fn rdiv_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| map(&a.data(), |x| s / x));
-    record("DivBackward", &[a], out, &[Save::Input(0)], move |ctx, g| {
+    record("DivBackward", &[a], out, &[Role::Input(0)], move |ctx, g| {
         let a = ctx.input(0);
         smallvec![Some(g * (-s) / (&a * &a))]
     })
@@ -148,7 +148,7 @@ impl<T: Float> Tensor<T> {
         // (computed as ln(a + m) (1 - m) with m the mask of those places).
         let out = zip_map("pow", self, exponent, T::powf);
         let (sa, sb) = (dims(self.shape()), dims(exponent.shape()));
-        let saves = [Save::Input(0), Save::Input(1), Save::Output];
+        let saves = [Role::Input(0), Role::Input(1), Role::Output];
         record("PowBackward", &[self, exponent], out, &saves, move |ctx, g| {
             let (a, b) = (ctx.input(0), ctx.input(1));
             let ga = ctx.needs_grad(0).then(|| {
@@ -230,7 +230,7 @@ impl<T: Float> Tensor<T> {
             }
         };
         let (share_a, share_b) = (share(true), share(false));
-        let saves = [Save::Input(0), Save::Input(1)];
+        let saves = [Role::Input(0), Role::Input(1)];
         record(name, &[self, other], out, &saves, move |ctx, g| {
             let d = ctx.input(0) - ctx.input(1);
             smallvec![

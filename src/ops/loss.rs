@@ -1,6 +1,6 @@
 //! Loss functions. All reduce with the mean, PyTorch's default.
 
-use crate::autograd::node::{record, Save};
+use crate::autograd::node::{record, Role};
 use crate::ops::kernels::zip_map;
 use crate::{Float, Tensor};
 use ndarray::ArrayD;
@@ -91,7 +91,7 @@ impl<T: Float> Tensor<T> {
             "BinaryCrossEntropyWithLogitsBackward",
             &[self, target],
             out,
-            &[Save::Input(0), Save::Input(1)],
+            &[Role::Input(0), Role::Input(1)],
             |ctx, g| {
                 let x = ctx.input(0);
                 smallvec![

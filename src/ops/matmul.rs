@@ -2,8 +2,8 @@
 //! broadcast batch dimensions, built on one batched product of operands
 //! whose batch dimensions already agree.
 
-use crate::autograd::checkpoint;
-use crate::autograd::node::{record, Save};
+use crate::autograd::hooks;
+use crate::autograd::node::{record, should_record, Role};
 use crate::layout::try_broadcast_shape;
 use crate::ops::kernels::gemm_into;
 use crate::storage::Value;
@@ -89,11 +89,14 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     let nd = va.ndim();
     let batch = &a.shape()[..nd - 2];
     let (m, n) = (va.shape()[nd - 2], vb.shape()[nd - 1]);
-    // Under a SaveDots checkpoint, a re-run takes the forward's product back.
-    let out = checkpoint::dot_or(a, b, || {
-        let mut shape: SmallVec<[usize; 4]> = SmallVec::from_slice(batch);
-        shape.extend([m, n]);
-        layout::numel("matmul", &shape);
+    let mut shape: SmallVec<[usize; 4]> = SmallVec::from_slice(batch);
+    shape.extend([m, n]);
+    layout::numel("matmul", &shape);
+    let name = if nd == 2 { "MmBackward" } else { "BmmBackward" };
+    // The product is the expensive part: a saved-value hook may supply it
+    // (a SaveDots checkpoint's re-run takes the forward's back).
+    let recorded = should_record(&[a, b]);
+    let out = hooks::product(name, &shape, recorded, || {
         let count: usize = batch.iter().product();
         let size = m * n;
         let mut out: Vec<T> = crate::pool::take(count * size);
@@ -117,12 +120,12 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     // d(A B) = dA B + A dB: gA = g Bᵀ, gB = Aᵀ g (transposes are views, so
     // the backward products read the operands in place). Each operand is
     // saved only if the other needs its gradient.
-    let mut saves = SmallVec::<[Save; 2]>::new();
+    let mut saves = SmallVec::<[Role; 2]>::new();
     if b.requires_grad() {
-        saves.push(Save::Input(0));
+        saves.push(Role::Input(0));
     }
     if a.requires_grad() {
-        saves.push(Save::Input(1));
+        saves.push(Role::Input(1));
     }
     // `b` seen transposed (a Linear layer's `weight.t()`): its gradient is
     // made transposed too, as (gᵀ A)ᵀ, so that it reaches the weight
@@ -132,7 +135,6 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
         let s = b.data().strides.clone();
         s[nd - 1] != 1 && s[nd - 2] == 1
     };
-    let name = if nd == 2 { "MmBackward" } else { "BmmBackward" };
     record(name, &[a, b], out, &saves, move |ctx, g| {
         smallvec![
             ctx.needs_grad(0)

@@ -1,6 +1,6 @@
 //! Neural-network functions: softmax, log-softmax, dropout.
 
-use crate::autograd::node::{mark_graph_memory, record, should_record, Save};
+use crate::autograd::node::{mark_graph_memory, record, should_record, Role};
 use crate::layout::check_dim;
 use crate::ops::kernels::zip_map;
 use crate::{rng, Float, Tensor};
@@ -80,7 +80,7 @@ impl<T: Float> Tensor<T> {
             "DropoutBackward",
             &[self, &mask],
             out,
-            &[Save::Input(1)],
+            &[Role::Input(1)],
             |ctx, g| smallvec![Some(g * ctx.input(1)), None],
         )
     }

@@ -11,7 +11,7 @@
 //! `layer_norm`; `tests/nn_properties.rs` checks the fused op against the
 //! composite to the third derivative).
 
-use crate::autograd::node::{record, Save};
+use crate::autograd::node::{record, Role};
 use crate::pool;
 use crate::storage::Value;
 use crate::{Float, Tensor};
@@ -99,7 +99,7 @@ impl<T: Float> Tensor<T> {
             "LayerNormBackward",
             &[self],
             Value::from_vec(out, self.shape()),
-            &[Save::Input(0)],
+            &[Role::Input(0)],
             move |ctx, g| smallvec![Some(g.normalize_rows_backward(&ctx.input(0), eps))],
         )
     }
@@ -138,7 +138,7 @@ impl<T: Float> Tensor<T> {
             });
             Value::from_vec(out, x.shape.as_slice())
         });
-        let saves = [Save::Input(0), Save::Input(1)];
+        let saves = [Role::Input(0), Role::Input(1)];
         record(
             "LayerNormBackwardBackward",
             &[self, x],

@@ -10,6 +10,7 @@
 //! `TAPEGRAD_NUM_THREADS` sets the number of threads (default: the
 //! machine's available parallelism).
 
+use crate::sync::lock;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, OnceLock};
@@ -83,10 +84,7 @@ pub(crate) fn run(mut parts: Vec<Part<'_>>) {
         let part: Part<'static> = unsafe { std::mem::transmute::<Part<'_>, Part<'static>>(part) };
         let (done_tx, done_rx) = mpsc::channel();
         let worker = &workers()[i % workers().len()];
-        let sent = worker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send((part, done_tx));
+        let sent = lock(worker).send((part, done_tx));
         match sent {
             Ok(()) => waiting.push(done_rx),
             Err(mpsc::SendError((part, _))) => part(),

@@ -1,6 +1,6 @@
 //! Reductions: over everything (to shape `[]`) or along one dimension.
 
-use crate::autograd::node::{record, Save};
+use crate::autograd::node::{record, Role};
 use crate::layout::{check_dim, dims};
 use crate::ops::sum::{sum_all, sum_axis};
 use crate::storage::Value;
@@ -104,7 +104,7 @@ impl<T: Float> Tensor<T> {
             "VarBackward",
             &[self],
             out.value(),
-            &[Save::Input(0)],
+            &[Role::Input(0)],
             move |ctx, g| {
                 let x = ctx.input(0);
                 let g = if keepdim { g } else { g.unsqueeze(dim) };

@@ -4,7 +4,7 @@
 //! `leaky_relu`) go through [`Tensor::mul_step`], whose own derivative in
 //! the input is 0, as it should be.
 
-use crate::autograd::node::{record, Save};
+use crate::autograd::node::{record, Role};
 use crate::layout::dims;
 use crate::ops::kernels::{map, zip_consume};
 use crate::{Float, Tensor};
@@ -34,7 +34,7 @@ impl<T: Float> Tensor<T> {
         &self,
         name: &'static str,
         f: impl Fn(T) -> T,
-        save: Save,
+        save: Role,
         rule: impl Fn(Tensor<T>, &Tensor<T>) -> Tensor<T> + Send + Sync + 'static,
     ) -> Tensor<T> {
         let out = map(&self.data(), f);
@@ -60,7 +60,7 @@ impl<T: Float> Tensor<T> {
             "StepBackward",
             &[&g, x],
             out,
-            &[Save::Input(1)],
+            &[Role::Input(1)],
             move |ctx, gg| {
                 smallvec![
                     ctx.needs_grad(0)
@@ -79,7 +79,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn exp(&self) -> Tensor<T> {
         // d exp(x) = exp(x) dx
-        self.unary("ExpBackward", T::exp, Save::Output, |g, y| g * y)
+        self.unary("ExpBackward", T::exp, Role::Output, |g, y| g * y)
     }
 
     /// The natural logarithm, elementwise (`torch.log`).
@@ -90,7 +90,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn ln(&self) -> Tensor<T> {
         // d ln(x) = dx / x
-        self.unary("LogBackward", T::ln, Save::Input(0), |g, x| g / x)
+        self.unary("LogBackward", T::ln, Role::Input(0), |g, x| g / x)
     }
 
     /// ln(1 + x), accurate for small x (`torch.log1p`).
@@ -101,7 +101,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn log1p(&self) -> Tensor<T> {
         // d ln(1 + x) = dx / (1 + x)
-        self.unary("Log1PBackward", T::ln_1p, Save::Input(0), |g, x| {
+        self.unary("Log1PBackward", T::ln_1p, Role::Input(0), |g, x| {
             g / (x + T::one())
         })
     }
@@ -114,7 +114,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn sqrt(&self) -> Tensor<T> {
         // d √x = dx / (2 √x)
-        self.unary("SqrtBackward", T::sqrt, Save::Output, |g, y| g / (y * T::of(2.0)))
+        self.unary("SqrtBackward", T::sqrt, Role::Output, |g, y| g / (y * T::of(2.0)))
     }
 
     /// |x|, elementwise.
@@ -135,7 +135,7 @@ impl<T: Float> Tensor<T> {
                 T::zero()
             }
         };
-        self.unary("AbsBackward", T::abs, Save::Input(0), move |g, x| {
+        self.unary("AbsBackward", T::abs, Role::Input(0), move |g, x| {
             g.mul_step(x, sign)
         })
     }
@@ -148,7 +148,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn sin(&self) -> Tensor<T> {
         // d sin(x) = cos(x) dx
-        self.unary("SinBackward", T::sin, Save::Input(0), |g, x| g * x.cos())
+        self.unary("SinBackward", T::sin, Role::Input(0), |g, x| g * x.cos())
     }
 
     /// cos(x), elementwise.
@@ -159,7 +159,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn cos(&self) -> Tensor<T> {
         // d cos(x) = -sin(x) dx
-        self.unary("CosBackward", T::cos, Save::Input(0), |g, x| -(g * x.sin()))
+        self.unary("CosBackward", T::cos, Role::Input(0), |g, x| -(g * x.sin()))
     }
 
     /// The hyperbolic tangent, elementwise.
@@ -170,7 +170,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn tanh(&self) -> Tensor<T> {
         // d tanh(x) = (1 - tanh²(x)) dx
-        self.unary("TanhBackward", T::tanh_op, Save::Output, tanh_backward)
+        self.unary("TanhBackward", T::tanh_op, Role::Output, tanh_backward)
     }
 
     /// The logistic function 1 / (1 + e⁻ˣ), elementwise.
@@ -181,7 +181,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn sigmoid(&self) -> Tensor<T> {
         // d σ(x) = σ(x) (1 - σ(x)) dx
-        self.unary("SigmoidBackward", sigmoid, Save::Output, sigmoid_backward)
+        self.unary("SigmoidBackward", sigmoid, Role::Output, sigmoid_backward)
     }
 
     /// max(x, 0), elementwise.
@@ -197,7 +197,7 @@ impl<T: Float> Tensor<T> {
         // included.
         let f = |x: T| if x < T::zero() { T::zero() } else { x };
         let passes = |v: T| if v <= T::zero() { T::zero() } else { T::one() };
-        self.unary("ReluBackward", f, Save::Output, move |g, y| g.mul_step(y, passes))
+        self.unary("ReluBackward", f, Role::Output, move |g, y| g.mul_step(y, passes))
     }
 
     /// x for x > 0, `slope * x` otherwise (`F.leaky_relu`; PyTorch's
@@ -211,7 +211,7 @@ impl<T: Float> Tensor<T> {
         // d leaky_relu(x) = (x > 0 ? 1 : slope) dx
         let f = move |x: T| if x > T::zero() { x } else { x * slope };
         let slopes = move |v: T| if v > T::zero() { T::one() } else { slope };
-        self.unary("LeakyReluBackward", f, Save::Input(0), move |g, x| {
+        self.unary("LeakyReluBackward", f, Role::Input(0), move |g, x| {
             g.mul_step(x, slopes)
         })
     }
@@ -246,7 +246,7 @@ impl<T: Float> Tensor<T> {
             }
         };
         let inside = move |v: T| if v >= min && v <= max { T::one() } else { T::zero() };
-        self.unary("ClampBackward", f, Save::Input(0), move |g, x| {
+        self.unary("ClampBackward", f, Role::Input(0), move |g, x| {
             g.mul_step(x, inside)
         })
     }
@@ -262,7 +262,7 @@ impl<T: Float> Tensor<T> {
         self.unary(
             "PowBackward",
             move |x| x.powf(p),
-            Save::Input(0),
+            Role::Input(0),
             move |g, x| {
                 if p == T::zero() {
                     g * T::zero()
@@ -282,7 +282,7 @@ impl<T: Float> Tensor<T> {
     pub fn erf(&self) -> Tensor<T> {
         // d erf(x) = 2/√π e^(-x²) dx
         let two_over_sqrt_pi = T::of(std::f64::consts::FRAC_2_SQRT_PI);
-        self.unary("ErfBackward", Float::erf, Save::Input(0), move |g, x| {
+        self.unary("ErfBackward", Float::erf, Role::Input(0), move |g, x| {
             g * (-(x * x)).exp() * two_over_sqrt_pi
         })
     }
@@ -312,7 +312,7 @@ impl<T: Float> Tensor<T> {
         // d softplus(x) = σ(x) dx, and dx above the threshold
         let threshold = T::of(20.0);
         let f = move |x: T| if x > threshold { x } else { x.exp().ln_1p() };
-        self.unary("SoftplusBackward", f, Save::Input(0), move |g, x| {
+        self.unary("SoftplusBackward", f, Role::Input(0), move |g, x| {
             let linear = x.constant_map(|v| if v > threshold { T::one() } else { T::zero() });
             let slope = x.sigmoid() * (-&linear + T::one()) + linear;
             g * slope
@@ -328,7 +328,7 @@ fn tanh_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
         Ok(done) => return done,
         Err(rest) => rest,
     };
-    let saves = [Save::Input(0), Save::Input(1)];
+    let saves = [Role::Input(0), Role::Input(1)];
     record("TanhBackwardBackward", &[&g, y], out, &saves, |ctx, gg| {
         let y = ctx.input(1);
         smallvec![
@@ -345,7 +345,7 @@ fn sigmoid_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
         Ok(done) => return done,
         Err(rest) => rest,
     };
-    let saves = [Save::Input(0), Save::Input(1)];
+    let saves = [Role::Input(0), Role::Input(1)];
     record("SigmoidBackwardBackward", &[&g, y], out, &saves, |ctx, gg| {
         let y = ctx.input(1);
         smallvec![

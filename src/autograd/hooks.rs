@@ -1,0 +1,394 @@
+//! The engine's hook points: where a client (checkpointing, a user's
+//! [`SavedTensorsHooks`], an inspection) plugs in, so that the engine names
+//! none of them.
+//!
+//! - **Saved values.** A per-thread stack of [`SaveHook`]s: a value an op
+//!   saves while one is on the stack is stored as the innermost hook's
+//!   `pack` returns it, and a backward rule reads it through `unpack`. The
+//!   node keeps the value's role, shape and version itself, so version
+//!   checks and `create_graph` work through any hook.
+//! - **Products.** An op whose output is expensive (a matrix product) asks
+//!   the innermost hook for it ([`product`]), so that a hook can keep it in
+//!   one run and hand it back in another (checkpointing's `SaveDots`).
+//! - **Reads.** Hooks that watch reads learn which tensors each op reads
+//!   ([`note_reads`]), innermost first.
+//! - **End of backward.** A callback when the innermost backward running
+//!   on this thread ends ([`at_backward_end`]).
+//!
+//! Outside any hook, saving costs one thread-local read and an op's reads
+//! one more.
+
+use crate::autograd::saved::{value_of, AnyHeld, Held, Role};
+use crate::storage::Value;
+use crate::tensor::TensorImpl;
+use crate::{Float, Tensor};
+use smallvec::SmallVec;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+/// What a hook's `pack` made of a value.
+pub(crate) type Packed = Box<dyn Any + Send + Sync>;
+
+/// What a hook learns of a value being saved.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SaveInfo<'a> {
+    /// The saving op's node name (`"MulBackward"`).
+    pub(crate) op: &'static str,
+    pub(crate) role: Role,
+    pub(crate) dtype: &'static str,
+    pub(crate) shape: &'a [usize],
+}
+
+/// A client of the engine's hook points. Every method but `pack` and
+/// `unpack` has a default that does what the engine does without hooks.
+pub(crate) trait SaveHook: Send + Sync {
+    /// The hook itself, for a client to recognise its own on the stack.
+    fn as_any(&self) -> &dyn Any;
+
+    /// Packs a value an op saves; `None` keeps it held as it is.
+    fn pack(&self, value: &dyn AnyHeld, info: &SaveInfo<'_>) -> Option<Packed>;
+
+    /// The value `packed` stands for (a `Held<T>` of the type packed).
+    fn unpack(&self, packed: &Packed, info: &SaveInfo<'_>) -> Box<dyn AnyHeld>;
+
+    /// The output of an expensive op: `compute()` unless the hook supplies
+    /// it.
+    fn product(&self, info: &ProductInfo, compute: &mut dyn FnMut() -> Box<dyn AnyHeld>) -> Box<dyn AnyHeld> {
+        let _ = info;
+        compute()
+    }
+
+    /// Whether the hook wants [`reads`](SaveHook::reads) called.
+    fn watches_reads(&self) -> bool {
+        false
+    }
+
+    /// An op reads `inputs`; `Break` hides the reads from the hooks outside
+    /// this one.
+    fn reads(&self, inputs: &[&dyn ReadInput]) -> ControlFlow<()> {
+        let _ = inputs;
+        ControlFlow::Continue(())
+    }
+}
+
+/// What a hook learns of an expensive op's output before it is made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProductInfo<'a> {
+    /// The op's node name (`"MmBackward"`).
+    pub(crate) op: &'static str,
+    pub(crate) dtype: &'static str,
+    pub(crate) shape: &'a [usize],
+    /// Whether the op records a node (its output is graph memory).
+    pub(crate) recorded: bool,
+}
+
+/// Callbacks to run when a backward ends.
+type AtEnd = Vec<Box<dyn FnOnce()>>;
+
+thread_local! {
+    static HOOKS: RefCell<Vec<Arc<dyn SaveHook>>> = const { RefCell::new(Vec::new()) };
+    /// How many hooks on the stack watch reads: while none does, an op's
+    /// reads cost one look at this counter.
+    static WATCHERS: Cell<usize> = const { Cell::new(0) };
+    /// For each backward running on this thread (innermost last), the
+    /// callbacks to run when it ends.
+    static BACKWARDS: RefCell<Vec<AtEnd>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The innermost hook of this thread.
+pub(crate) fn innermost() -> Option<Arc<dyn SaveHook>> {
+    HOOKS.with(|h| h.borrow().last().cloned())
+}
+
+/// This thread's hooks, innermost last.
+pub(crate) fn stack() -> Vec<Arc<dyn SaveHook>> {
+    HOOKS.with(|h| h.borrow().clone())
+}
+
+/// Runs `f` with `hook` innermost; it is popped after `f`, also when `f`
+/// panics.
+pub(crate) fn with_hook<R>(hook: Arc<dyn SaveHook>, f: impl FnOnce() -> R) -> R {
+    let watches = hook.watches_reads();
+    HOOKS.with(|h| h.borrow_mut().push(hook));
+    if watches {
+        WATCHERS.with(|n| n.set(n.get() + 1));
+    }
+    /// Pops the hook when dropped. The hook is dropped outside the
+    /// borrow: its last handle may go here, and with it what it owns.
+    struct Pop(bool);
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            let _hook = HOOKS.with(|h| h.borrow_mut().pop());
+            if self.0 {
+                WATCHERS.with(|n| n.set(n.get() - 1));
+            }
+        }
+    }
+    let _pop = Pop(watches);
+    f()
+}
+
+/// The output of an expensive op named `op` (of `shape`): `compute()`,
+/// unless the innermost hook supplies it. `recorded`: whether the op
+/// records a node.
+pub(crate) fn product<T: Float>(
+    op: &'static str,
+    shape: &[usize],
+    recorded: bool,
+    compute: impl FnOnce() -> Value<T>,
+) -> Value<T> {
+    let Some(hook) = innermost() else {
+        return compute();
+    };
+    let mut compute = Some(compute);
+    let mut held = || -> Box<dyn AnyHeld> {
+        let value = (compute.take().expect("a product is computed once"))();
+        if recorded {
+            // Made by a recorded op: graph memory, counted once held.
+            value.buf.countable.store(true, Ordering::Relaxed);
+        }
+        Box::new(Held::new(value))
+    };
+    let info = ProductInfo {
+        op,
+        dtype: T::DTYPE,
+        shape,
+        recorded,
+    };
+    value_of(&*hook.product(&info, &mut held), op)
+}
+
+/// An op's input as a hook that watches reads sees it, whatever its
+/// element type.
+pub(crate) trait ReadInput {
+    /// Its identity (the address of its shared state).
+    fn id(&self) -> usize;
+    /// The id of the node that made it; `None` for a leaf.
+    fn made_by(&self) -> Option<u64>;
+    /// Whether anything besides this handle holds it.
+    fn shared(&self) -> bool;
+    fn version(&self) -> u64;
+    fn requires_grad(&self) -> bool;
+    /// A weak handle to it.
+    fn watch(&self) -> Box<dyn Watched>;
+}
+
+impl<T: Float> ReadInput for Tensor<T> {
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+    fn made_by(&self) -> Option<u64> {
+        self.inner.node.as_ref().map(|n| n.id)
+    }
+    fn shared(&self) -> bool {
+        Arc::strong_count(&self.inner) + Arc::weak_count(&self.inner) > 1
+    }
+    fn version(&self) -> u64 {
+        self.inner.version.load(Ordering::Acquire)
+    }
+    fn requires_grad(&self) -> bool {
+        Tensor::requires_grad(self)
+    }
+    fn watch(&self) -> Box<dyn Watched> {
+        Box::new(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A tensor watched weakly (no data kept alive), whatever its element type.
+pub(crate) trait Watched: Send + Sync {
+    /// Its version and `requires_grad` now, unless it is gone.
+    fn now(&self) -> Option<(u64, bool)>;
+    /// Sets `requires_grad` (of a leaf; non-leaves always require grad).
+    fn set_requires_grad(&self, flag: bool);
+    /// What it is, for messages: its shape and the op that made it.
+    fn describe(&self) -> String;
+    /// Another handle to it.
+    fn handle(&self) -> Box<dyn Watched>;
+}
+
+impl<T: Float> Watched for Weak<TensorImpl<T>> {
+    fn now(&self) -> Option<(u64, bool)> {
+        let t = Tensor {
+            inner: self.upgrade()?,
+        };
+        Some((ReadInput::version(&t), t.requires_grad()))
+    }
+
+    fn set_requires_grad(&self, flag: bool) {
+        if let Some(inner) = self.upgrade() {
+            Tensor { inner }.set_requires_grad(flag);
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.upgrade() {
+            Some(t) => match &t.node {
+                Some(node) => format!("a tensor of shape {:?} made by {}", t.shape.as_slice(), node.name),
+                None => format!("a leaf of shape {:?}", t.shape.as_slice()),
+            },
+            None => "a tensor dropped since".to_string(),
+        }
+    }
+
+    fn handle(&self) -> Box<dyn Watched> {
+        Box::new(self.clone())
+    }
+}
+
+/// Tells the hooks that watch reads, innermost first, that an op reads
+/// `inputs` (every op does, through `should_record`). Inlined: while no
+/// hook watches, it is one load and a branch per op.
+#[inline(always)]
+pub(crate) fn note_reads<T: Float>(inputs: &[&Tensor<T>]) {
+    if WATCHERS.with(Cell::get) > 0 {
+        tell_watchers(inputs);
+    }
+}
+
+#[inline(never)]
+fn tell_watchers<T: Float>(inputs: &[&Tensor<T>]) {
+    let erased: SmallVec<[&dyn ReadInput; 4]> = inputs.iter().map(|&t| t as &dyn ReadInput).collect();
+    for hook in stack().iter().rev() {
+        if hook.watches_reads() && hook.reads(&erased).is_break() {
+            break;
+        }
+    }
+}
+
+/// Marks one backward on this thread; when it ends, the callbacks
+/// registered during it run.
+pub(crate) struct BackwardScope;
+
+impl BackwardScope {
+    pub(crate) fn begin() -> Self {
+        BACKWARDS.with(|b| b.borrow_mut().push(Vec::new()));
+        BackwardScope
+    }
+}
+
+impl Drop for BackwardScope {
+    fn drop(&mut self) {
+        let callbacks = BACKWARDS.with(|b| b.borrow_mut().pop()).unwrap_or_default();
+        for f in callbacks {
+            f();
+        }
+    }
+}
+
+/// Runs `f` when the innermost backward running on this thread ends (at
+/// once if none is running).
+pub(crate) fn at_backward_end(f: Box<dyn FnOnce()>) {
+    let f = BACKWARDS.with(|b| match b.borrow_mut().last_mut() {
+        Some(callbacks) => {
+            callbacks.push(f);
+            None
+        }
+        None => Some(f),
+    });
+    if let Some(f) = f {
+        f();
+    }
+}
+
+/// Hooks for the values ops save for backward (PyTorch's
+/// `torch.autograd.graph.saved_tensors_hooks`): inside
+/// [`saved_tensors_hooks`], every value an op saves goes through
+/// [`pack`](SavedTensorsHooks::pack), and backward reads it back through
+/// [`unpack`](SavedTensorsHooks::unpack): compress it, move it elsewhere,
+/// count it. Checkpointing is built on the same hook point.
+///
+/// `pack` receives the saved data as a tensor with no history; `unpack`
+/// must return a tensor of the same shape. What `unpack` returns is what
+/// the backward rule uses, so a lossy pack changes the gradient, as in
+/// PyTorch. The node still checks the saved value's version (a value
+/// changed in place since it was saved is refused) and, under
+/// `create_graph`, re-attaches the unpacked value to the graph.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use tapegrad::prelude::*;
+///
+/// /// Keeps saved values as they are, counting them.
+/// struct Count(Arc<AtomicUsize>);
+/// impl SavedTensorsHooks<f32> for Count {
+///     type Packed = Tensor<f32>;
+///     fn pack(&self, value: Tensor<f32>) -> Tensor<f32> {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         value
+///     }
+///     fn unpack(&self, packed: &Tensor<f32>) -> Tensor<f32> {
+///         packed.clone()
+///     }
+/// }
+///
+/// let n = Arc::new(AtomicUsize::new(0));
+/// let x = Tensor::<f32>::ones(&[3]).set_requires_grad(true);
+/// let y = tapegrad::saved_tensors_hooks(Count(n.clone()), || (&x * &x).exp().sum());
+/// assert_eq!(n.load(Ordering::Relaxed), 3); // mul saves x twice, exp its output
+/// y.backward();
+/// assert_eq!(x.grad().unwrap().to_vec(), vec![2.0 * 1f32.exp(); 3]);
+/// ```
+pub trait SavedTensorsHooks<T: Float>: Send + Sync {
+    /// What a saved value is kept as.
+    type Packed: Send + Sync + 'static;
+    /// Called when an op saves `value` for backward.
+    fn pack(&self, value: Tensor<T>) -> Self::Packed;
+    /// Called when a backward rule reads the value back.
+    fn unpack(&self, packed: &Self::Packed) -> Tensor<T>;
+}
+
+/// Runs `f` with `hooks` applied to every value an op on this thread saves
+/// for backward (see [`SavedTensorsHooks`]). Scopes nest: the innermost
+/// applies (a [`checkpoint`](crate::checkpoint) inside is innermost for
+/// what its function saves; the inputs it keeps go through `hooks`).
+/// Values of another element type than the hooks' are saved as usual.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// struct Keep;
+/// impl SavedTensorsHooks<f64> for Keep {
+///     type Packed = Tensor<f64>;
+///     fn pack(&self, value: Tensor<f64>) -> Tensor<f64> { value }
+///     fn unpack(&self, packed: &Tensor<f64>) -> Tensor<f64> { packed.clone() }
+/// }
+/// let x = Tensor::<f64>::randn(&[3]).set_requires_grad(true);
+/// let y = tapegrad::saved_tensors_hooks(Keep, || x.sin().sum());
+/// y.backward();
+/// assert_eq!(x.grad().unwrap().to_vec(), x.cos().to_vec());
+/// ```
+///
+/// **Panics** in backward if `unpack` returns a tensor of another shape
+/// than the value packed.
+pub fn saved_tensors_hooks<T: Float, R>(
+    hooks: impl SavedTensorsHooks<T> + 'static,
+    f: impl FnOnce() -> R,
+) -> R {
+    with_hook(Arc::new(UserHooks(hooks, PhantomData)), f)
+}
+
+/// A user's [`SavedTensorsHooks`] as a [`SaveHook`].
+struct UserHooks<T, H>(H, PhantomData<fn() -> T>);
+
+impl<T: Float, H: SavedTensorsHooks<T> + 'static> SaveHook for UserHooks<T, H> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn pack(&self, value: &dyn AnyHeld, _: &SaveInfo<'_>) -> Option<Packed> {
+        let held = value.as_any().downcast_ref::<Held<T>>()?;
+        Some(Box::new(self.0.pack(Tensor::from_value(held.value.clone()))))
+    }
+
+    fn unpack(&self, packed: &Packed, info: &SaveInfo<'_>) -> Box<dyn AnyHeld> {
+        let packed = packed
+            .downcast_ref::<H::Packed>()
+            .expect("a value comes back to the hook that packed it");
+        let _ = info; // the node checks the shape
+        Box::new(Held::new(self.0.unpack(packed).value()))
+    }
+}
