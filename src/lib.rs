@@ -30,11 +30,13 @@
 
 #![warn(missing_docs)]
 
-pub mod autograd;
+mod autograd;
 mod checkpoint;
 pub mod data;
 mod float;
+mod gradcheck;
 mod layout;
+pub mod memory;
 pub mod nn;
 mod ops;
 pub mod optim;
@@ -46,12 +48,9 @@ mod tensor;
 #[cfg(feature = "proptest")]
 pub mod testing;
 
-pub use autograd::custom::CustomOp;
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
-pub use autograd::gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
-pub use autograd::hooks::{saved_tensors_hooks, SavedTensorsHooks};
-pub use autograd::memory;
 pub use autograd::mode::{enable_grad, is_grad_enabled, no_grad, GradModeGuard, NoGradGuard};
+pub use autograd::user_hooks::{saved_tensors_hooks, SavedTensorsHooks};
 pub use checkpoint::{
     checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_planned, checkpoint_sequential,
     checkpoint_sequential_with, checkpoint_with, plan_checkpoints, print_saved_residuals, profile_layers,
@@ -59,7 +58,9 @@ pub use checkpoint::{
     CheckpointPolicy, Layer, LayerProfile, Plan, RecomputeCounts, SavedResidual, Segment,
 };
 pub use float::Float;
+pub use gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
 pub use ndarray;
+pub use ops::custom::CustomOp;
 pub use rng::{manual_seed, randperm};
 pub use tensor::Tensor;
 

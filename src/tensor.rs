@@ -1,6 +1,7 @@
 //! The `Tensor` handle: data, shape, gradient, `requires_grad`, and the node
 //! that made it.
 
+use crate::autograd::hooks::{ReadInput, Watched};
 use crate::autograd::node::{Edge, Node};
 use crate::layout::{dims, Dims};
 use crate::storage::{filled, Buffer, Value};
@@ -9,7 +10,7 @@ use crate::{layout, rng, Float};
 use ndarray::{ArrayD, ArrayViewD};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 /// What a handle points to. Clones of a [`Tensor`] share one of these.
 pub(crate) struct TensorImpl<T: Float> {
@@ -436,5 +437,56 @@ impl<T: Float> fmt::Debug for Tensor<T> {
             Some(name) => write!(f, ", grad_fn={name})"),
             None => write!(f, ", requires_grad={})", self.requires_grad()),
         }
+    }
+}
+
+// ---------------------------------------------------------------- as hooks see it
+impl<T: Float> ReadInput for Tensor<T> {
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+    fn made_by(&self) -> Option<u64> {
+        self.inner.node.as_ref().map(|n| n.id)
+    }
+    fn shared(&self) -> bool {
+        Arc::strong_count(&self.inner) + Arc::weak_count(&self.inner) > 1
+    }
+    fn version(&self) -> u64 {
+        self.inner.version.load(Ordering::Acquire)
+    }
+    fn requires_grad(&self) -> bool {
+        Tensor::requires_grad(self)
+    }
+    fn watch(&self) -> Box<dyn Watched> {
+        Box::new(Arc::downgrade(&self.inner))
+    }
+}
+
+impl<T: Float> Watched for Weak<TensorImpl<T>> {
+    fn now(&self) -> Option<(u64, bool)> {
+        let t = Tensor {
+            inner: self.upgrade()?,
+        };
+        Some((ReadInput::version(&t), t.requires_grad()))
+    }
+
+    fn set_requires_grad(&self, flag: bool) {
+        if let Some(inner) = self.upgrade() {
+            Tensor { inner }.set_requires_grad(flag);
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.upgrade() {
+            Some(t) => match &t.node {
+                Some(node) => format!("a tensor of shape {:?} made by {}", t.shape.as_slice(), node.name),
+                None => format!("a leaf of shape {:?}", t.shape.as_slice()),
+            },
+            None => "a tensor dropped since".to_string(),
+        }
+    }
+
+    fn handle(&self) -> Box<dyn Watched> {
+        Box::new(self.clone())
     }
 }

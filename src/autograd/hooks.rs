@@ -18,17 +18,14 @@
 //! Outside any hook, saving costs one thread-local read and an op's reads
 //! one more.
 
-use crate::autograd::saved::{value_of, AnyHeld, Held, Role};
+use crate::autograd::held::{value_of, AnyHeld, Held, Role};
 use crate::storage::Value;
-use crate::tensor::TensorImpl;
-use crate::{Float, Tensor};
-use smallvec::SmallVec;
+use crate::Float;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::marker::PhantomData;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// What a hook's `pack` made of a value.
 pub(crate) type Packed = Box<dyn Any + Send + Sync>;
@@ -177,27 +174,6 @@ pub(crate) trait ReadInput {
     fn watch(&self) -> Box<dyn Watched>;
 }
 
-impl<T: Float> ReadInput for Tensor<T> {
-    fn id(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
-    }
-    fn made_by(&self) -> Option<u64> {
-        self.inner.node.as_ref().map(|n| n.id)
-    }
-    fn shared(&self) -> bool {
-        Arc::strong_count(&self.inner) + Arc::weak_count(&self.inner) > 1
-    }
-    fn version(&self) -> u64 {
-        self.inner.version.load(Ordering::Acquire)
-    }
-    fn requires_grad(&self) -> bool {
-        Tensor::requires_grad(self)
-    }
-    fn watch(&self) -> Box<dyn Watched> {
-        Box::new(Arc::downgrade(&self.inner))
-    }
-}
-
 /// A tensor watched weakly (no data kept alive), whatever its element type.
 pub(crate) trait Watched: Send + Sync {
     /// Its version and `requires_grad` now, unless it is gone.
@@ -210,48 +186,19 @@ pub(crate) trait Watched: Send + Sync {
     fn handle(&self) -> Box<dyn Watched>;
 }
 
-impl<T: Float> Watched for Weak<TensorImpl<T>> {
-    fn now(&self) -> Option<(u64, bool)> {
-        let t = Tensor {
-            inner: self.upgrade()?,
-        };
-        Some((ReadInput::version(&t), t.requires_grad()))
-    }
-
-    fn set_requires_grad(&self, flag: bool) {
-        if let Some(inner) = self.upgrade() {
-            Tensor { inner }.set_requires_grad(flag);
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self.upgrade() {
-            Some(t) => match &t.node {
-                Some(node) => format!("a tensor of shape {:?} made by {}", t.shape.as_slice(), node.name),
-                None => format!("a leaf of shape {:?}", t.shape.as_slice()),
-            },
-            None => "a tensor dropped since".to_string(),
-        }
-    }
-
-    fn handle(&self) -> Box<dyn Watched> {
-        Box::new(self.clone())
-    }
-}
-
 /// Tells the hooks that watch reads, innermost first, that an op reads
 /// `inputs` (every op does, through `should_record`). Inlined: while no
 /// hook watches, it is one load and a branch per op.
 #[inline(always)]
-pub(crate) fn note_reads<T: Float>(inputs: &[&Tensor<T>]) {
+pub(crate) fn note_reads<I: ReadInput>(inputs: &[&I]) {
     if WATCHERS.with(Cell::get) > 0 {
         tell_watchers(inputs);
     }
 }
 
 #[inline(never)]
-fn tell_watchers<T: Float>(inputs: &[&Tensor<T>]) {
-    let erased: SmallVec<[&dyn ReadInput; 4]> = inputs.iter().map(|&t| t as &dyn ReadInput).collect();
+fn tell_watchers<I: ReadInput>(inputs: &[&I]) {
+    let erased: Vec<&dyn ReadInput> = inputs.iter().map(|&t| t as &dyn ReadInput).collect();
     for hook in stack().iter().rev() {
         if hook.watches_reads() && hook.reads(&erased).is_break() {
             break;
@@ -291,104 +238,5 @@ pub(crate) fn at_backward_end(f: Box<dyn FnOnce()>) {
     });
     if let Some(f) = f {
         f();
-    }
-}
-
-/// Hooks for the values ops save for backward (PyTorch's
-/// `torch.autograd.graph.saved_tensors_hooks`): inside
-/// [`saved_tensors_hooks`], every value an op saves goes through
-/// [`pack`](SavedTensorsHooks::pack), and backward reads it back through
-/// [`unpack`](SavedTensorsHooks::unpack): compress it, move it elsewhere,
-/// count it. Checkpointing is built on the same hook point.
-///
-/// `pack` receives the saved data as a tensor with no history; `unpack`
-/// must return a tensor of the same shape. What `unpack` returns is what
-/// the backward rule uses, so a lossy pack changes the gradient, as in
-/// PyTorch. The node still checks the saved value's version (a value
-/// changed in place since it was saved is refused) and, under
-/// `create_graph`, re-attaches the unpacked value to the graph.
-///
-/// ```
-/// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use std::sync::Arc;
-/// use tapegrad::prelude::*;
-///
-/// /// Keeps saved values as they are, counting them.
-/// struct Count(Arc<AtomicUsize>);
-/// impl SavedTensorsHooks<f32> for Count {
-///     type Packed = Tensor<f32>;
-///     fn pack(&self, value: Tensor<f32>) -> Tensor<f32> {
-///         self.0.fetch_add(1, Ordering::Relaxed);
-///         value
-///     }
-///     fn unpack(&self, packed: &Tensor<f32>) -> Tensor<f32> {
-///         packed.clone()
-///     }
-/// }
-///
-/// let n = Arc::new(AtomicUsize::new(0));
-/// let x = Tensor::<f32>::ones(&[3]).set_requires_grad(true);
-/// let y = tapegrad::saved_tensors_hooks(Count(n.clone()), || (&x * &x).exp().sum());
-/// assert_eq!(n.load(Ordering::Relaxed), 3); // mul saves x twice, exp its output
-/// y.backward();
-/// assert_eq!(x.grad().unwrap().to_vec(), vec![2.0 * 1f32.exp(); 3]);
-/// ```
-pub trait SavedTensorsHooks<T: Float>: Send + Sync {
-    /// What a saved value is kept as.
-    type Packed: Send + Sync + 'static;
-    /// Called when an op saves `value` for backward.
-    fn pack(&self, value: Tensor<T>) -> Self::Packed;
-    /// Called when a backward rule reads the value back.
-    fn unpack(&self, packed: &Self::Packed) -> Tensor<T>;
-}
-
-/// Runs `f` with `hooks` applied to every value an op on this thread saves
-/// for backward (see [`SavedTensorsHooks`]). Scopes nest: the innermost
-/// applies (a [`checkpoint`](crate::checkpoint) inside is innermost for
-/// what its function saves; the inputs it keeps go through `hooks`).
-/// Values of another element type than the hooks' are saved as usual.
-///
-/// ```
-/// use tapegrad::prelude::*;
-/// struct Keep;
-/// impl SavedTensorsHooks<f64> for Keep {
-///     type Packed = Tensor<f64>;
-///     fn pack(&self, value: Tensor<f64>) -> Tensor<f64> { value }
-///     fn unpack(&self, packed: &Tensor<f64>) -> Tensor<f64> { packed.clone() }
-/// }
-/// let x = Tensor::<f64>::randn(&[3]).set_requires_grad(true);
-/// let y = tapegrad::saved_tensors_hooks(Keep, || x.sin().sum());
-/// y.backward();
-/// assert_eq!(x.grad().unwrap().to_vec(), x.cos().to_vec());
-/// ```
-///
-/// **Panics** in backward if `unpack` returns a tensor of another shape
-/// than the value packed.
-pub fn saved_tensors_hooks<T: Float, R>(
-    hooks: impl SavedTensorsHooks<T> + 'static,
-    f: impl FnOnce() -> R,
-) -> R {
-    with_hook(Arc::new(UserHooks(hooks, PhantomData)), f)
-}
-
-/// A user's [`SavedTensorsHooks`] as a [`SaveHook`].
-struct UserHooks<T, H>(H, PhantomData<fn() -> T>);
-
-impl<T: Float, H: SavedTensorsHooks<T> + 'static> SaveHook for UserHooks<T, H> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn pack(&self, value: &dyn AnyHeld, _: &SaveInfo<'_>) -> Option<Packed> {
-        let held = value.as_any().downcast_ref::<Held<T>>()?;
-        Some(Box::new(self.0.pack(Tensor::from_value(held.value.clone()))))
-    }
-
-    fn unpack(&self, packed: &Packed, info: &SaveInfo<'_>) -> Box<dyn AnyHeld> {
-        let packed = packed
-            .downcast_ref::<H::Packed>()
-            .expect("a value comes back to the hook that packed it");
-        let _ = info; // the node checks the shape
-        Box::new(Held::new(self.0.unpack(packed).value()))
     }
 }

@@ -1,11 +1,11 @@
-//! The tape: nodes, the backward walk, grad mode, gradient checking,
-//! custom ops and saved-memory accounting.
+//! The engine: the tape (nodes and the values they save), the backward
+//! walk, grad mode, and the hook points its clients plug into
+//! (checkpointing, users' saved-value hooks). It imports nothing from the
+//! clients.
 
-pub(crate) mod custom;
 pub(crate) mod engine;
-pub(crate) mod gradcheck;
+pub(crate) mod held;
 pub(crate) mod hooks;
-pub mod memory;
 pub(crate) mod mode;
 pub(crate) mod node;
-pub(crate) mod saved;
+pub(crate) mod user_hooks;

@@ -7,10 +7,10 @@
 //! the graph has no cycles and every saved value passes through one place
 //! where versions are checked and hooks unpack what they packed.
 
-use crate::autograd::hooks;
+pub(crate) use crate::autograd::held::Role;
+use crate::autograd::held::{value_of, Held};
+use crate::autograd::hooks::{self, Packed, SaveHook, SaveInfo};
 use crate::autograd::mode::is_grad_enabled;
-pub(crate) use crate::autograd::saved::Role;
-use crate::autograd::saved::Saved;
 use crate::layout::{dims, Dims};
 use crate::storage::Value;
 use crate::sync::lock;
@@ -43,6 +43,155 @@ pub(crate) enum Edge<T: Float> {
     /// with `create_graph` and stored in the leaf's `.grad` does not keep
     /// the leaf alive through its own graph.
     Leaf(Weak<TensorImpl<T>>),
+}
+
+/// A value saved for backward: its data, plus what is needed to check that
+/// nobody wrote to it in place and to re-attach it to the graph.
+pub(crate) struct Saved<T: Float> {
+    /// The op that saved it, by its node's name.
+    op: &'static str,
+    pub(crate) role: Role,
+    data: SavedData<T>,
+    /// The tensor whose data this is, to compare versions on unpack.
+    owner: Weak<TensorImpl<T>>,
+    version: u64,
+    /// The shape saved, which an unpacked value must have.
+    shape: Dims,
+}
+
+/// How a saved value's data is kept.
+enum SavedData<T: Float> {
+    /// As it is.
+    Held(Held<T>),
+    /// As the hook in scope at the save packed it.
+    Packed {
+        hook: Arc<dyn SaveHook>,
+        packed: Arc<Packed>,
+    },
+}
+
+impl<T: Float> Clone for Saved<T> {
+    fn clone(&self) -> Self {
+        let data = match &self.data {
+            SavedData::Held(held) => SavedData::Held(held.clone()),
+            SavedData::Packed { hook, packed } => SavedData::Packed {
+                hook: hook.clone(),
+                packed: packed.clone(),
+            },
+        };
+        Saved {
+            op: self.op,
+            role: self.role,
+            data,
+            owner: self.owner.clone(),
+            version: self.version,
+            shape: self.shape.clone(),
+        }
+    }
+}
+
+impl<T: Float> Saved<T> {
+    /// Saves `value` (the data of `owner` at `version`) as `role` of the op
+    /// `op`, through the innermost saved-value hook of this thread if any.
+    pub(crate) fn new(
+        op: &'static str,
+        role: Role,
+        value: Value<T>,
+        owner: Weak<TensorImpl<T>>,
+        version: u64,
+    ) -> Self {
+        let shape = value.shape.clone();
+        let held = Held::new(value);
+        let data = match hooks::innermost() {
+            None => SavedData::Held(held),
+            Some(hook) => {
+                let info = SaveInfo {
+                    op,
+                    role,
+                    dtype: T::DTYPE,
+                    shape: &shape,
+                };
+                match hook.pack(&held, &info) {
+                    Some(packed) => SavedData::Packed {
+                        hook,
+                        packed: Arc::new(packed),
+                    },
+                    None => SavedData::Held(held),
+                }
+            }
+        };
+        Saved {
+            op,
+            role,
+            data,
+            owner,
+            version,
+            shape,
+        }
+    }
+
+    /// `t`'s current data, saved as `role` of `op`.
+    pub(crate) fn of(op: &'static str, role: Role, t: &Tensor<T>) -> Self {
+        Saved::new(
+            op,
+            role,
+            t.value(),
+            Arc::downgrade(&t.inner),
+            t.inner.version.load(Ordering::Acquire),
+        )
+    }
+
+    /// Whether reading the data means asking a hook (which may cost a
+    /// re-run: a rule reads such a value once).
+    pub(crate) fn is_packed(&self) -> bool {
+        matches!(self.data, SavedData::Packed { .. })
+    }
+
+    /// The data, after checking that nobody wrote to it in place; packed
+    /// data comes back through its hook's `unpack`. `reader` names the
+    /// reader in messages.
+    pub(crate) fn value(&self, reader: &str) -> Value<T> {
+        self.check_version(reader);
+        match &self.data {
+            SavedData::Held(held) => held.value.clone(),
+            SavedData::Packed { hook, packed } => {
+                let info = SaveInfo {
+                    op: self.op,
+                    role: self.role,
+                    dtype: T::DTYPE,
+                    shape: &self.shape,
+                };
+                let held = hook.unpack(packed, &info);
+                let value = value_of::<T>(&*held, reader);
+                assert!(
+                    value.shape == self.shape,
+                    "{reader}: the unpack hook returned a value of shape {:?} for the saved {} of shape {:?}",
+                    value.shape.as_slice(),
+                    self.role,
+                    self.shape.as_slice()
+                );
+                value
+            }
+        }
+    }
+
+    /// Panics (naming the reader `op`) if someone wrote to the value in
+    /// place since it was saved.
+    pub(crate) fn check_version(&self, op: &str) {
+        if let Some(owner) = self.owner.upgrade() {
+            let now = owner.version.load(Ordering::Acquire);
+            if now != self.version {
+                panic!(
+                    "{op}: one of the values needed for gradient computation has been modified by \
+                     an inplace operation: its {} of shape {:?} is at version {now}; expected \
+                     version {}",
+                    self.role,
+                    owner.shape.as_slice(),
+                    self.version
+                );
+            }
+        }
+    }
 }
 
 /// The saved values of a node; `None` once a backward without

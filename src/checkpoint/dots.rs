@@ -5,8 +5,8 @@
 
 use super::frame::Frame;
 use super::inspect::Inspect;
+use crate::autograd::held::AnyHeld;
 use crate::autograd::hooks::{self, ProductInfo};
-use crate::autograd::saved::AnyHeld;
 use crate::sync::lock;
 use std::sync::Arc;
 

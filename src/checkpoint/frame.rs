@@ -18,9 +18,9 @@
 
 use super::dots::{DotReplay, Kept};
 use super::inspect::count;
+use crate::autograd::held::{AnyHeld, Role};
 use crate::autograd::hooks::{at_backward_end, Packed, ProductInfo, ReadInput, SaveHook, SaveInfo, Watched};
 use crate::autograd::node::NEXT_ID;
-use crate::autograd::saved::{AnyHeld, Role};
 use crate::layout::{dims, Dims};
 use crate::sync::{into_inner, lock};
 use std::any::Any;

@@ -4,9 +4,9 @@
 //! how much the re-runs recomputed ([`recompute_counts`]).
 
 use super::mib;
+use crate::autograd::held::AnyHeld;
 use crate::autograd::hooks::{self, Packed, SaveHook, SaveInfo};
 use crate::autograd::mode::GradModeGuard;
-use crate::autograd::saved::AnyHeld;
 use crate::rng::{self, Replay};
 use crate::sync::lock;
 use crate::{Float, Tensor};

@@ -32,9 +32,10 @@ pub use planner::{
     Plan, Segment,
 };
 
+use crate::autograd::held::Role;
 use crate::autograd::hooks;
 use crate::autograd::mode::{is_grad_enabled, GradModeGuard};
-use crate::autograd::saved::{Role, Saved};
+use crate::autograd::node::Saved;
 use crate::rng::{self, Replay};
 use crate::{Float, Tensor};
 use dots::DotReplay;

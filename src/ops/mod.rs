@@ -5,6 +5,7 @@ pub(crate) mod binary;
 pub(crate) mod broadcast;
 pub(crate) mod compare;
 pub(crate) mod conv;
+pub(crate) mod custom;
 pub(crate) mod index;
 pub(crate) mod inplace;
 pub(crate) mod kernels;
