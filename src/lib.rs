@@ -50,7 +50,7 @@ pub mod testing;
 
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
 pub use autograd::mode::{enable_grad, is_grad_enabled, no_grad, GradModeGuard, NoGradGuard};
-pub use autograd::user_hooks::{saved_tensors_hooks, SavedTensorsHooks};
+pub use autograd::user_hooks::{saved_tensors_hooks, SaveContext, SavedTensorsHooks};
 pub use checkpoint::{
     checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_planned, checkpoint_sequential,
     checkpoint_sequential_with, checkpoint_with, plan_checkpoints, print_saved_residuals, profile_layers,

@@ -52,8 +52,54 @@ pub trait SavedTensorsHooks<T: Float>: Send + Sync {
     type Packed: Send + Sync + 'static;
     /// Called when an op saves `value` for backward.
     fn pack(&self, value: Tensor<T>) -> Self::Packed;
+    /// What the engine calls when an op saves `value`, with the op and the
+    /// value's role to it; by default [`pack`](SavedTensorsHooks::pack).
+    /// Override it to treat values by op (count them, keep some as they
+    /// are).
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use std::sync::{Arc, Mutex};
+    /// use tapegrad::prelude::*;
+    /// use tapegrad::SaveContext;
+    ///
+    /// /// Counts saved values per op.
+    /// #[derive(Clone, Default)]
+    /// struct PerOp(Arc<Mutex<BTreeMap<&'static str, usize>>>);
+    /// impl SavedTensorsHooks<f32> for PerOp {
+    ///     type Packed = Tensor<f32>;
+    ///     fn pack(&self, value: Tensor<f32>) -> Tensor<f32> { value }
+    ///     fn pack_saved(&self, value: Tensor<f32>, saved: &SaveContext) -> Tensor<f32> {
+    ///         *self.0.lock().unwrap().entry(saved.op).or_default() += 1;
+    ///         value
+    ///     }
+    ///     fn unpack(&self, packed: &Tensor<f32>) -> Tensor<f32> { packed.clone() }
+    /// }
+    ///
+    /// let counts = PerOp::default();
+    /// let x = Tensor::<f32>::randn(&[4, 4]).set_requires_grad(true);
+    /// let y = tapegrad::saved_tensors_hooks(counts.clone(), || x.matmul(&x).tanh().sum());
+    /// let counts = counts.0.lock().unwrap().clone();
+    /// assert_eq!(counts.into_iter().collect::<Vec<_>>(), [("MmBackward", 2), ("TanhBackward", 1)]);
+    /// # y.backward();
+    /// ```
+    fn pack_saved(&self, value: Tensor<T>, saved: &SaveContext) -> Self::Packed {
+        let _ = saved;
+        self.pack(value)
+    }
     /// Called when a backward rule reads the value back.
     fn unpack(&self, packed: &Self::Packed) -> Tensor<T>;
+}
+
+/// What a saved value is, for [`SavedTensorsHooks::pack_saved`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaveContext {
+    /// The op that saves it, by its backward node's name (as
+    /// [`Tensor::grad_fn_name`] shows it): `"MulBackward"`, or
+    /// `"Checkpoint"` for the inputs a checkpoint keeps.
+    pub op: &'static str,
+    /// What it is to that op: `"input 0"`, `"input 1"`, `"output"`.
+    pub role: String,
 }
 
 /// Runs `f` with `hooks` applied to every value an op on this thread saves
@@ -93,9 +139,15 @@ impl<T: Float, H: SavedTensorsHooks<T> + 'static> SaveHook for UserHooks<T, H> {
         self
     }
 
-    fn pack(&self, value: &dyn AnyHeld, _: &SaveInfo<'_>) -> Option<Packed> {
+    fn pack(&self, value: &dyn AnyHeld, info: &SaveInfo<'_>) -> Option<Packed> {
         let held = value.as_any().downcast_ref::<Held<T>>()?;
-        Some(Box::new(self.0.pack(Tensor::from_value(held.value.clone()))))
+        let saved = SaveContext {
+            op: info.op,
+            role: info.role.to_string(),
+        };
+        Some(Box::new(
+            self.0.pack_saved(Tensor::from_value(held.value.clone()), &saved),
+        ))
     }
 
     fn unpack(&self, packed: &Packed, info: &SaveInfo<'_>) -> Box<dyn AnyHeld> {
