@@ -1,7 +1,8 @@
 //! Buffers and layouts: the data behind a tensor.
 //!
-//! A [`Buffer`] is an immutable-once-shared `Vec<T>` behind an `Arc`; a
-//! [`Value`] is a buffer plus a strided layout (shape, strides, offset), so
+//! A [`Buffer`] is the elements (inline up to 16, else on the heap from the
+//! buffer pool), immutable once shared, behind an `Arc`, with its
+//! saved-bytes bookkeeping; a [`Value`] is a buffer plus a strided layout (shape, strides, offset), so
 //! that views (`t`, `narrow`, `broadcast_to`, ...) are a new `Value` over the
 //! same buffer, made in O(1). Writes go into a buffer only while it is owned
 //! uniquely (`Arc::get_mut`); otherwise the writer makes a fresh copy

@@ -28,3 +28,9 @@ pub(crate) fn write<U: ?Sized>(l: &RwLock<U>) -> RwLockWriteGuard<'_, U> {
 pub(crate) fn into_inner<U>(m: Mutex<U>) -> U {
     m.into_inner().unwrap_or_else(|e| e.into_inner())
 }
+
+/// What `l` guards, through a unique borrow, whether or not a thread
+/// panicked holding it.
+pub(crate) fn get_mut<U: ?Sized>(l: &mut RwLock<U>) -> &mut U {
+    l.get_mut().unwrap_or_else(|e| e.into_inner())
+}

@@ -5,7 +5,7 @@ use crate::autograd::hooks::{ReadInput, Watched};
 use crate::autograd::node::{Edge, Node};
 use crate::layout::{dims, Dims};
 use crate::storage::{filled, Buffer, Value};
-use crate::sync::{lock, read, write};
+use crate::sync::{get_mut, lock, read, write};
 use crate::{layout, rng, Float};
 use ndarray::{ArrayD, ArrayViewD};
 use std::fmt;
@@ -372,7 +372,7 @@ impl<T: Float> Tensor<T> {
         if inner.node.is_some() || inner.shape != g.inner.shape {
             return false;
         }
-        let data = inner.data.get_mut().unwrap_or_else(|e| e.into_inner());
+        let data = get_mut(&mut inner.data);
         if !data.is_contiguous() || data.numel() != data.buf.data.len() {
             return false;
         }

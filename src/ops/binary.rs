@@ -5,7 +5,7 @@
 
 use crate::autograd::node::{record, Role};
 use crate::layout::dims;
-use crate::ops::kernels::{map, map_into, map_over, zip_into, zip_map, zip_over};
+use crate::ops::kernels::{map, map_reusing_buffer, map_reusing_leaf, zip_reusing_buffer, zip_map, zip_reusing_leaf};
 use crate::storage::Value;
 use crate::{Float, Tensor};
 use smallvec::{smallvec, SmallVec};
@@ -246,9 +246,9 @@ impl<T: Float> Tensor<T> {
 /// tensor–scalar forms with the scalar on the right. `$f` is the operator
 /// on elements. An owned operand that no one else can see is written over
 /// with the result instead of allocating another buffer: with no op
-/// recorded, the operand itself becomes the result ([`map_over`],
-/// [`zip_over`]); a recorded op takes over its buffer ([`map_into`],
-/// [`zip_into`]) unless it saves that operand for its backward, which
+/// recorded, the operand itself becomes the result ([`map_reusing_leaf`],
+/// [`zip_reusing_leaf`]); a recorded op takes over its buffer ([`map_reusing_buffer`],
+/// [`zip_reusing_buffer`]) unless it saves that operand for its backward, which
 /// `$saves_lhs(rhs)` / `$saves_rhs(lhs)` say.
 macro_rules! tensor_operator {
     ($Trait:ident, $method:ident, $tensor_fn:ident, $scalar_fn:ident, $f:expr, $saves_lhs:expr, $saves_rhs:expr) => {
@@ -262,9 +262,9 @@ macro_rules! tensor_operator {
             type Output = Tensor<T>;
             fn $method(self, rhs: Tensor<T>) -> Tensor<T> {
                 let f = |y, x| $f(x, y);
-                zip_over(rhs, self, f).unwrap_or_else(|mut rhs| {
+                zip_reusing_leaf(rhs, self, f).unwrap_or_else(|mut rhs| {
                     let out = (!$saves_rhs(self))
-                        .then(|| zip_into(&mut rhs, self, f))
+                        .then(|| zip_reusing_buffer(&mut rhs, self, f))
                         .flatten();
                     $tensor_fn(self, &rhs, out)
                 })
@@ -273,9 +273,9 @@ macro_rules! tensor_operator {
         impl<T: Float> $Trait<&Tensor<T>> for Tensor<T> {
             type Output = Tensor<T>;
             fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
-                zip_over(self, rhs, $f).unwrap_or_else(|mut lhs| {
+                zip_reusing_leaf(self, rhs, $f).unwrap_or_else(|mut lhs| {
                     let out = (!$saves_lhs(rhs))
-                        .then(|| zip_into(&mut lhs, rhs, $f))
+                        .then(|| zip_reusing_buffer(&mut lhs, rhs, $f))
                         .flatten();
                     $tensor_fn(&lhs, rhs, out)
                 })
@@ -297,8 +297,8 @@ macro_rules! tensor_operator {
             type Output = Tensor<T>;
             fn $method(self, rhs: T) -> Tensor<T> {
                 let f = |x| $f(x, rhs);
-                map_over(self, f).unwrap_or_else(|mut lhs| {
-                    let out = map_into(&mut lhs, f);
+                map_reusing_leaf(self, f).unwrap_or_else(|mut lhs| {
+                    let out = map_reusing_buffer(&mut lhs, f);
                     $scalar_fn(&lhs, rhs, out)
                 })
             }
@@ -340,8 +340,8 @@ macro_rules! scalar_operator {
             type Output = Tensor<$S>;
             fn $method(self, rhs: Tensor<$S>) -> Tensor<$S> {
                 let f = |x| $op(self, x);
-                map_over(rhs, f).unwrap_or_else(|mut rhs| {
-                    let out = if $saves { None } else { map_into(&mut rhs, f) };
+                map_reusing_leaf(rhs, f).unwrap_or_else(|mut rhs| {
+                    let out = if $saves { None } else { map_reusing_buffer(&mut rhs, f) };
                     $f(&rhs, self, out)
                 })
             }
@@ -368,8 +368,8 @@ impl<T: Float> Neg for &Tensor<T> {
 impl<T: Float> Neg for Tensor<T> {
     type Output = Tensor<T>;
     fn neg(self) -> Tensor<T> {
-        map_over(self, |x| -x).unwrap_or_else(|mut a| {
-            let out = map_into(&mut a, |x| -x);
+        map_reusing_leaf(self, |x| -x).unwrap_or_else(|mut a| {
+            let out = map_reusing_buffer(&mut a, |x| -x);
             neg(&a, out)
         })
     }

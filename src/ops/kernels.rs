@@ -73,16 +73,16 @@ fn zip_values<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn(T, T) -
 /// written over `a`'s own elements when no one else can see them and `a` is
 /// a leaf that needs no gradient; the result is `a` itself, with no
 /// allocation. `Err(a)`, untouched, otherwise.
-pub(crate) fn map_over<T: Float>(mut a: Tensor<T>, f: impl Fn(T) -> T) -> Result<Tensor<T>, Tensor<T>> {
+pub(crate) fn map_reusing_leaf<T: Float>(mut a: Tensor<T>, f: impl Fn(T) -> T) -> Result<Tensor<T>, Tensor<T>> {
     match !should_record(&[&a]) && a.is_bare_leaf() && map_in_place(&mut a, f) {
         true => Ok(a),
         false => Err(a),
     }
 }
 
-/// As [`map_over`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
+/// As [`map_reusing_leaf`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
 /// shape.
-pub(crate) fn zip_over<T: Float>(
+pub(crate) fn zip_reusing_leaf<T: Float>(
     mut a: Tensor<T>,
     b: &Tensor<T>,
     f: impl Fn(T, T) -> T,
@@ -95,21 +95,21 @@ pub(crate) fn zip_over<T: Float>(
 
 /// `f(a, b)` elementwise for an op that consumes `a` and records itself.
 /// `Ok`: the result, when no op is recorded and `a` could be written over
-/// ([`zip_over`]). `Err`: `a` back with the output for the op to record,
+/// ([`zip_reusing_leaf`]). `Err`: `a` back with the output for the op to record,
 /// written over `a`'s buffer when the op does not save `a` (`saves_a`) and
-/// no one else sees it ([`zip_into`]), else in a fresh one.
-pub(crate) fn zip_consume<T: Float>(
+/// no one else sees it ([`zip_reusing_buffer`]), else in a fresh one.
+pub(crate) fn zip_reusing_operand<T: Float>(
     op: &str,
     a: Tensor<T>,
     b: &Tensor<T>,
     saves_a: bool,
     f: impl Fn(T, T) -> T,
 ) -> Result<Tensor<T>, (Tensor<T>, Value<T>)> {
-    let mut a = match zip_over(a, b, &f) {
+    let mut a = match zip_reusing_leaf(a, b, &f) {
         Ok(done) => return Ok(done),
         Err(a) => a,
     };
-    let out = if saves_a { None } else { zip_into(&mut a, b, &f) };
+    let out = if saves_a { None } else { zip_reusing_buffer(&mut a, b, &f) };
     let out = out.unwrap_or_else(|| zip_map(op, &a, b, &f));
     Err((a, out))
 }
@@ -117,25 +117,25 @@ pub(crate) fn zip_consume<T: Float>(
 /// For an op that consumes `a` and does not save it: `f` of every element,
 /// written over `a`'s own elements when no one else can see them; the op's
 /// output, over the same buffer. `None`, `a` untouched, otherwise.
-pub(crate) fn map_into<T: Float>(a: &mut Tensor<T>, f: impl Fn(T) -> T) -> Option<Value<T>> {
+pub(crate) fn map_reusing_buffer<T: Float>(a: &mut Tensor<T>, f: impl Fn(T) -> T) -> Option<Value<T>> {
     let recorded = should_record(&[a]);
-    map_in_place(a, f).then(|| output_over(a, recorded))
+    map_in_place(a, f).then(|| reused_as_output(a, recorded))
 }
 
-/// As [`map_into`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
+/// As [`map_reusing_buffer`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
 /// shape.
-pub(crate) fn zip_into<T: Float>(
+pub(crate) fn zip_reusing_buffer<T: Float>(
     a: &mut Tensor<T>,
     b: &Tensor<T>,
     f: impl Fn(T, T) -> T,
 ) -> Option<Value<T>> {
     let recorded = should_record(&[a, b]);
-    zip_in_place(a, b, f).then(|| output_over(a, recorded))
+    zip_in_place(a, b, f).then(|| reused_as_output(a, recorded))
 }
 
 /// `a`'s data, now an op's output: graph memory if the op is recorded (as
 /// `record` marks a buffer an op made).
-fn output_over<T: Float>(a: &Tensor<T>, recorded: bool) -> Value<T> {
+fn reused_as_output<T: Float>(a: &Tensor<T>, recorded: bool) -> Value<T> {
     let out = a.value();
     if recorded {
         out.buf.countable.store(true, Ordering::Relaxed);
@@ -238,6 +238,9 @@ pub(crate) const PARALLEL_MKN: usize = 1 << 22;
 /// (each part touches its own elements only).
 #[derive(Clone, Copy)]
 struct Ptr<T>(*mut T);
-// SAFETY: see `gemm_into`: parts read shared inputs and write disjoint blocks.
+// SAFETY: see `gemm_into`: parts read shared inputs and write disjoint
+// blocks, so a part on another thread aliases no other part's writes.
 unsafe impl<T> Send for Ptr<T> {}
+// SAFETY: as for `Send`: shared between parts, the pointer is only offset
+// to each part's own block.
 unsafe impl<T> Sync for Ptr<T> {}

@@ -6,7 +6,7 @@
 
 use crate::autograd::node::{record, Role};
 use crate::layout::dims;
-use crate::ops::kernels::{map, zip_consume};
+use crate::ops::kernels::{map, zip_reusing_operand};
 use crate::{Float, Tensor};
 use smallvec::smallvec;
 
@@ -48,10 +48,10 @@ impl<T: Float> Tensor<T> {
     /// Recorded, so that under `create_graph` the gradient is itself
     /// differentiable: by `step(x)` in `self`, and 0 in `x` (as PyTorch's
     /// `threshold_backward`). Consumes `self`, to write over it when it can
-    /// ([`zip_over`]).
+    /// ([`zip_reusing_leaf`]).
     pub(crate) fn mul_step(self, x: &Tensor<T>, step: impl Step<T>) -> Tensor<T> {
         // Saves `x` only: the result may take over `self`'s buffer.
-        let (g, out) = match zip_consume("mul_step", self, x, false, |g, v| g * step(v)) {
+        let (g, out) = match zip_reusing_operand("mul_step", self, x, false, |g, v| g * step(v)) {
             Ok(done) => return done,
             Err(rest) => rest,
         };
@@ -324,7 +324,7 @@ impl<T: Float> Tensor<T> {
 /// instead of four: W1's backward is mostly this). Differentiable, for
 /// `create_graph`: by `1 - y²` in `g` and `-2 g y` in `y`.
 fn tanh_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let (g, out) = match zip_consume("tanh_backward", g, y, true, |g, y| g * (T::one() - y * y)) {
+    let (g, out) = match zip_reusing_operand("tanh_backward", g, y, true, |g, y| g * (T::one() - y * y)) {
         Ok(done) => return done,
         Err(rest) => rest,
     };
@@ -341,7 +341,7 @@ fn tanh_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
 /// `g y (1 - y)`, the gradient of `y = σ(x)`, in one pass. Differentiable:
 /// by `y (1 - y)` in `g` and `g (1 - 2y)` in `y`.
 fn sigmoid_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    let (g, out) = match zip_consume("sigmoid_backward", g, y, true, |g, y| g * y * (T::one() - y)) {
+    let (g, out) = match zip_reusing_operand("sigmoid_backward", g, y, true, |g, y| g * y * (T::one() - y)) {
         Ok(done) => return done,
         Err(rest) => rest,
     };
