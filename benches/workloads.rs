@@ -1,4 +1,4 @@
-//! The six workloads of benches/README.md. Each figure is printed as one
+//! The seven workloads of benches/README.md. Each figure is printed as one
 //! machine-readable line: `<workload> <metric> <value>`; times are medians.
 //!
 //! Run: `cargo bench --bench workloads` (all) or `cargo bench --bench
@@ -203,6 +203,23 @@ fn w6() {
     report("W6", "ms_per_step", time(10, 200, step) * 1e3);
 }
 
+/// W7: optimizer overhead, one Adam step (lr 1e-3, PyTorch's defaults) over
+/// 100 parameters of f32 [1000] whose gradients are in place.
+fn w7() {
+    let params: Vec<Tensor<f32>> = (0..100)
+        .map(|_| Tensor::<f32>::randn(&[1000]).set_requires_grad(true))
+        .collect();
+    // a gradient for each parameter: Σ p ⊙ c has gradient c
+    params
+        .iter()
+        .map(|p| (p * Tensor::<f32>::randn(&[1000])).sum())
+        .reduce(|a, b| a + b)
+        .expect("parameters")
+        .backward();
+    let mut opt = Adam::new(params, 1e-3);
+    report("W7", "us_per_step", time(50, 1000, || opt.step()) * 1e6);
+}
+
 fn main() {
     tapegrad::manual_seed(0);
     run_named(&[
@@ -212,5 +229,6 @@ fn main() {
         ("W4", w4),
         ("W5", w5),
         ("W6", w6),
+        ("W7", w7),
     ]);
 }
