@@ -19,6 +19,9 @@
 //! Run: `cargo bench --bench checkpoint` (add `-- quick` for fewer timing
 //! rounds). Each figure is also printed as `W4 <metric> <value>`.
 
+mod common;
+
+use common::median;
 use std::sync::Arc;
 use std::time::Instant;
 use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes, CountingAllocator};
@@ -118,11 +121,6 @@ fn memory(net: &Net, x: &Tensor<f32>, s: &Strategy) -> Memory {
     }
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[xs.len() / 2]
-}
-
 fn fit_exponent(points: &[(usize, usize)]) -> f64 {
     let logs: Vec<(f64, f64)> = points
         .iter()
@@ -138,7 +136,7 @@ fn fit_exponent(points: &[(usize, usize)]) -> f64 {
 }
 
 fn report(metric: &str, value: f64) {
-    println!("W4 {metric} {value:.6}");
+    common::report("W4", metric, value);
 }
 
 fn w4(rounds: usize) {

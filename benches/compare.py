@@ -44,6 +44,8 @@ TARGETS = [
      ("ours", "W5 seconds"), ("torch", "W5 seconds"), 1 / 45, "1/45"),
     ("W6 CNN ms per step", "tapegrad/PyTorch",
      ("ours", "W6 ms_per_step"), ("torch", "W6 ms_per_step"), 0.9, "0.9"),
+    ("W7 Adam µs per step", "tapegrad/PyTorch (foreach)",
+     ("ours", "W7 us_per_step"), ("torch", "W7 us_per_step"), 0.5, "0.5"),
 ]
 
 

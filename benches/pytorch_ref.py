@@ -1,4 +1,4 @@
-"""The six workloads of benches/README.md in PyTorch (CPU), printing the
+"""The seven workloads of benches/README.md in PyTorch (CPU), printing the
 same machine-readable lines as `cargo bench --bench workloads`:
 `<workload> <metric> <value>` (times are medians).
 
@@ -195,8 +195,23 @@ def w6():
     report("W6", "ms_per_step", timed(10, 200, step) * 1e3)
 
 
+def w7():
+    """`us_per_step` is torch.optim.Adam with foreach=True, its multi-tensor
+    implementation (PyTorch's default on CUDA, and the faster one here);
+    `us_per_step_for_loop` is Adam as constructed by default, which on the
+    CPU is the loop over the parameters (foreach=None picks the multi-tensor
+    kernels only for CUDA-like devices)."""
+    for metric, foreach in [("us_per_step", True), ("us_per_step_for_loop", None)]:
+        params = [torch.randn(1000, requires_grad=True) for _ in range(100)]
+        for p in params:
+            p.grad = torch.randn(1000)
+        opt = torch.optim.Adam(params, lr=1e-3, foreach=foreach)
+        report("W7", metric, timed(50, 1000, opt.step) * 1e6)
+
+
 if __name__ == "__main__":
     wanted = [a for a in sys.argv[1:] if a.startswith("W")]
-    for name, f in [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5), ("W6", w6)]:
+    for name, f in [("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5), ("W6", w6),
+                    ("W7", w7)]:
         if not wanted or name in wanted:
             f()

@@ -1,39 +1,20 @@
-//! The six workloads of benches/README.md. Each figure is printed as one
+//! The seven workloads of benches/README.md. Each figure is printed as one
 //! machine-readable line: `<workload> <metric> <value>`; times are medians.
 //!
 //! Run: `cargo bench --bench workloads` (all) or `cargo bench --bench
 //! workloads -- W1 W3` (some).
 
+mod common;
+#[path = "../examples/common/digits_cnn.rs"]
+mod digits_cnn;
+
+use common::{median, report, run_named, time};
+use digits_cnn::digits_cnn;
 use std::sync::Arc;
 use std::time::Instant;
-use tapegrad::nn::{Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential};
+use tapegrad::nn::{Linear, Module};
 use tapegrad::optim::{Adam, Optimizer, Sgd};
 use tapegrad::prelude::*;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[xs.len() / 2]
-}
-
-/// Median seconds of `runs` calls of `f`, after `warmup` calls.
-fn time(warmup: usize, runs: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..warmup {
-        f();
-    }
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
-
-fn report(workload: &str, metric: &str, value: f64) {
-    println!("{workload} {metric} {value:.6}");
-}
 
 /// A line `<field>: <n> kB` of /proc/self/status, in bytes.
 fn status_bytes(field: &str) -> usize {
@@ -207,19 +188,10 @@ fn w5() {
     report("W5", "seconds", secs);
 }
 
-/// W6: the digits CNN of examples/digits.rs (Conv2d 1→16 3×3 pad 1, ReLU,
-/// MaxPool 2, Conv2d 16→32 3×3 pad 1, ReLU, MaxPool 2, Flatten, Linear
-/// 128→10) on a batch of 64 8×8 images, cross-entropy, Adam step.
+/// W6: a training step of the digits CNN (examples/common/digits_cnn.rs) on
+/// a batch of 64 8×8 images: cross-entropy, backward, Adam (lr 0.003).
 fn w6() {
-    let cnn = Sequential::new()
-        .add(Conv2d::new(1, 16, 3).padding(1))
-        .add(ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(16, 32, 3).padding(1))
-        .add(ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Flatten)
-        .add(Linear::new(32 * 2 * 2, 10));
+    let cnn = digits_cnn();
     let x = Tensor::<f32>::rand(&[64, 1, 8, 8]);
     let labels: Vec<usize> = (0..64).map(|i| (i * 7 + 3) % 10).collect();
     let mut opt = Adam::new(cnn.parameters(), 0.003);
@@ -231,20 +203,32 @@ fn w6() {
     report("W6", "ms_per_step", time(10, 200, step) * 1e3);
 }
 
+/// W7: optimizer overhead, one Adam step (lr 1e-3, PyTorch's defaults) over
+/// 100 parameters of f32 [1000] whose gradients are in place.
+fn w7() {
+    let params: Vec<Tensor<f32>> = (0..100)
+        .map(|_| Tensor::<f32>::randn(&[1000]).set_requires_grad(true))
+        .collect();
+    // a gradient for each parameter: Σ p ⊙ c has gradient c
+    params
+        .iter()
+        .map(|p| (p * Tensor::<f32>::randn(&[1000])).sum())
+        .reduce(|a, b| a + b)
+        .expect("parameters")
+        .backward();
+    let mut opt = Adam::new(params, 1e-3);
+    report("W7", "us_per_step", time(50, 1000, || opt.step()) * 1e6);
+}
+
 fn main() {
     tapegrad::manual_seed(0);
-    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with('W')).collect();
-    let all: [(&str, fn()); 6] = [
+    run_named(&[
         ("W1", w1),
         ("W2", w2),
         ("W3", w3),
         ("W4", w4),
         ("W5", w5),
         ("W6", w6),
-    ];
-    for (name, run) in all {
-        if wanted.is_empty() || wanted.iter().any(|w| w == name) {
-            run();
-        }
-    }
+        ("W7", w7),
+    ]);
 }

@@ -1,6 +1,7 @@
 //! The UCI 8×8 hand-written digits (`examples/data/digits.csv.gz`): an MLP
 //! and a small CNN trained with Adam on shuffled minibatches, each to at
-//! least 95% held-out accuracy. The trained CNN is saved as safetensors
+//! least 95% held-out accuracy (the CNN is `examples/common/digits_cnn.rs`,
+//! which the benches measure too). The trained CNN is saved as safetensors
 //! (`target/digits_cnn.safetensors`), loaded into a fresh model and checked
 //! to score the same; the loss curves go to `target/digits_loss.svg`.
 //!
@@ -9,13 +10,13 @@
 
 mod common;
 
+use common::digits_cnn::digits_cnn;
 use common::{accuracy, output_path, plot_losses, progress, short_mode, subset, train_epoch};
 use flate2::read::GzDecoder;
 use std::error::Error;
 use std::io::Read;
 use tapegrad::data::Batches;
-use tapegrad::nn::{load_safetensors, save_safetensors, Conv2d, Flatten, Linear, MaxPool2d, Module};
-use tapegrad::nn::{ReLU, Sequential};
+use tapegrad::nn::{load_safetensors, save_safetensors, Linear, Module, ReLU, Sequential};
 use tapegrad::optim::Adam;
 use tapegrad::Tensor;
 
@@ -42,20 +43,6 @@ fn new_mlp() -> Sequential {
         .add(Linear::new(64, 128))
         .add(ReLU)
         .add(Linear::new(128, 10))
-}
-
-/// Two 3×3 convolutions with ReLU and 2×2 max-pooling (8×8 → 4×4 → 2×2),
-/// then a linear layer on the 32 × 2 × 2 features.
-fn new_cnn() -> Sequential {
-    Sequential::new()
-        .add(Conv2d::new(1, 16, 3).padding(1))
-        .add(ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(16, 32, 3).padding(1))
-        .add(ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Flatten)
-        .add(Linear::new(32 * 2 * 2, 10))
 }
 
 /// Trains `model` on `(x, labels)` for `epochs` with Adam (lr 0.003,
@@ -95,7 +82,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mlp_acc = accuracy(&mlp, &x_test, &y_test);
     println!("MLP 64-128-10: test accuracy {:.1}%", 100.0 * mlp_acc);
 
-    let cnn = new_cnn();
+    let cnn = digits_cnn();
     let cnn_losses = fit("CNN", &cnn, &as_images(&x_train), &y_train, epochs);
     let cnn_acc = accuracy(&cnn, &as_images(&x_test), &y_test);
     println!("CNN: test accuracy {:.1}%", 100.0 * cnn_acc);
@@ -103,7 +90,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // The trained weights, saved and loaded into a fresh model.
     let weights = output_path("digits_cnn.safetensors");
     save_safetensors(&cnn, &weights)?;
-    let reloaded = new_cnn();
+    let reloaded = digits_cnn();
     load_safetensors(&reloaded, &weights)?;
     let reloaded_acc = accuracy(&reloaded, &as_images(&x_test), &y_test);
     assert_eq!(reloaded_acc, cnn_acc, "the reloaded CNN scores differently");

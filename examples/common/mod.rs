@@ -1,5 +1,6 @@
 //! What the training examples share: the short mode for CI, one epoch of
-//! minibatch training, accuracy, the progress bar and the loss plot.
+//! minibatch training, accuracy, the progress bar, the loss plot, and the
+//! digits CNN.
 
 // Each example is its own crate and uses only part of this module.
 #![allow(dead_code)]
@@ -12,6 +13,8 @@ use tapegrad::data::Batches;
 use tapegrad::nn::Module;
 use tapegrad::optim::Optimizer;
 use tapegrad::Tensor;
+
+pub mod digits_cnn;
 
 /// `TAPEGRAD_EXAMPLE_SHORT=1`: a few steps only, so that CI runs every
 /// example; results are printed but not asserted.
