@@ -21,6 +21,7 @@
 
 mod common;
 
+use common::fit::loglog_slope;
 use common::median;
 use std::sync::Arc;
 use std::time::Instant;
@@ -119,20 +120,6 @@ fn memory(net: &Net, x: &Tensor<f32>, s: &Strategy) -> Memory {
         heap_with_grads_no_cache,
         heap_without_grads,
     }
-}
-
-fn fit_exponent(points: &[(usize, usize)]) -> f64 {
-    let logs: Vec<(f64, f64)> = points
-        .iter()
-        .map(|&(n, b)| ((n as f64).ln(), (b as f64).ln()))
-        .collect();
-    let k = logs.len() as f64;
-    let (mx, my) = logs
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / k, b + y / k));
-    let cov: f64 = logs.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let var: f64 = logs.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    cov / var
 }
 
 fn report(metric: &str, value: f64) {
@@ -257,7 +244,7 @@ fn scaling() {
     for (p, s) in plain.iter().zip(&sqrt) {
         println!("{:>6} {:>10.1} {:>14.1}", p.0, p.1 as f64 / MIB, s.1 as f64 / MIB);
     }
-    let (ep, es) = (fit_exponent(&plain), fit_exponent(&sqrt));
+    let (ep, es) = (loglog_slope(&plain), loglog_slope(&sqrt));
     println!("fitted exponent: plain {ep:.3}, sqrt_n segments {es:.3}");
     report("scaling_exponent_plain", ep);
     report("scaling_exponent_sqrt_n", es);

@@ -124,7 +124,11 @@ fn main() {
     tapegrad::manual_seed(0);
     // No cache of freed buffers: the live heap is then what is in use.
     tapegrad::memory::set_cache_limit(0);
-    let (batch, width, depth) = if short_mode() { (256, 128, 4) } else { (512, 256, 8) };
+    let (batch, width, depth) = if short_mode() {
+        (256, 128, 4)
+    } else {
+        (512, 256, 8)
+    };
     let layers: Vec<Linear<f32>> = (0..depth).map(|_| Linear::new(width, width)).collect();
     let x = Tensor::<f32>::randn(&[batch, width]);
 

@@ -7,20 +7,10 @@ use tapegrad::memory::{peak_saved_bytes, reset_peak, saved_bytes};
 use tapegrad::prelude::*;
 use tapegrad::Layer;
 
-/// Least-squares slope of log(peak) against log(depth).
-fn exponent(points: &[(usize, usize)]) -> f64 {
-    let logs: Vec<(f64, f64)> = points
-        .iter()
-        .map(|&(n, b)| ((n as f64).ln(), (b as f64).ln()))
-        .collect();
-    let k = logs.len() as f64;
-    let (mx, my) = logs
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / k, b + y / k));
-    let cov: f64 = logs.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let var: f64 = logs.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    cov / var
-}
+#[path = "../benches/common/fit.rs"]
+mod fit;
+
+use fit::loglog_slope;
 
 #[test]
 fn peak_saved_bytes_grows_like_the_square_root_of_depth_with_sqrt_n_segments() {
@@ -51,7 +41,7 @@ fn peak_saved_bytes_grows_like_the_square_root_of_depth_with_sqrt_n_segments() {
             out.push((depth, peak_saved_bytes() - base));
         }
     }
-    let (e_plain, e_sqrt) = (exponent(&plain), exponent(&sqrt));
+    let (e_plain, e_sqrt) = (loglog_slope(&plain), loglog_slope(&sqrt));
     println!("peak saved bytes by depth: plain {plain:?} (exponent {e_plain:.3}), √n segments {sqrt:?} (exponent {e_sqrt:.3})");
     assert!(
         e_sqrt <= 0.6,

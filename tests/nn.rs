@@ -5,6 +5,8 @@
 //! shared across threads, and the panics' messages.
 
 mod common;
+#[path = "../examples/common/digits_cnn.rs"]
+mod digits_cnn;
 
 use common::{assert_close, to_f64};
 use std::sync::Arc;
@@ -57,15 +59,7 @@ fn model(name: &str) -> Sequential<f32> {
             .add(ReLU)
             .add(Dropout::new(0.1))
             .add(Linear::new_no_bias(8, 2)),
-        "cnn" => Sequential::new()
-            .add(Conv2d::new(1, 16, 3).padding(1))
-            .add(ReLU)
-            .add(MaxPool2d::new(2))
-            .add(Conv2d::new(16, 32, 3).padding(1))
-            .add(ReLU)
-            .add(MaxPool2d::new(2))
-            .add(Flatten)
-            .add(Linear::new(128, 10)),
+        "cnn" => digits_cnn::digits_cnn(),
         "mixed" => Sequential::new()
             .add(Embedding::new(10, 4))
             .add(LayerNorm::new(&[4]))

@@ -5,6 +5,8 @@
 // Each bench is its own crate and uses only part of this module.
 #![allow(dead_code)]
 
+pub mod fit;
+
 use std::time::Instant;
 
 /// The median of `xs` (the upper one of an even count).

@@ -1,5 +1,6 @@
 //! The small CNN of `examples/digits.rs`, also measured by the benches (W6
-//! in `benches/workloads.rs`, its layers in `benches/nn.rs`), which include
+//! in `benches/workloads.rs`, its layers in `benches/nn.rs`) and by the
+//! weights test against PyTorch (`tests/nn.rs`), which include
 //! this file by path.
 
 use tapegrad::nn::{Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential};

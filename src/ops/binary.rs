@@ -5,7 +5,9 @@
 
 use crate::autograd::node::{record, Role};
 use crate::layout::dims;
-use crate::ops::kernels::{map, map_reusing_buffer, map_reusing_leaf, zip_reusing_buffer, zip_map, zip_reusing_leaf};
+use crate::ops::kernels::{
+    map, map_reusing_buffer, map_reusing_leaf, zip_map, zip_reusing_buffer, zip_reusing_leaf,
+};
 use crate::storage::Value;
 use crate::{Float, Tensor};
 use smallvec::{smallvec, SmallVec};
@@ -341,7 +343,11 @@ macro_rules! scalar_operator {
             fn $method(self, rhs: Tensor<$S>) -> Tensor<$S> {
                 let f = |x| $op(self, x);
                 map_reusing_leaf(rhs, f).unwrap_or_else(|mut rhs| {
-                    let out = if $saves { None } else { map_reusing_buffer(&mut rhs, f) };
+                    let out = if $saves {
+                        None
+                    } else {
+                        map_reusing_buffer(&mut rhs, f)
+                    };
                     $f(&rhs, self, out)
                 })
             }

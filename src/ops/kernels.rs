@@ -73,7 +73,10 @@ fn zip_values<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn(T, T) -
 /// written over `a`'s own elements when no one else can see them and `a` is
 /// a leaf that needs no gradient; the result is `a` itself, with no
 /// allocation. `Err(a)`, untouched, otherwise.
-pub(crate) fn map_reusing_leaf<T: Float>(mut a: Tensor<T>, f: impl Fn(T) -> T) -> Result<Tensor<T>, Tensor<T>> {
+pub(crate) fn map_reusing_leaf<T: Float>(
+    mut a: Tensor<T>,
+    f: impl Fn(T) -> T,
+) -> Result<Tensor<T>, Tensor<T>> {
     match !should_record(&[&a]) && a.is_bare_leaf() && map_in_place(&mut a, f) {
         true => Ok(a),
         false => Err(a),
@@ -109,7 +112,11 @@ pub(crate) fn zip_reusing_operand<T: Float>(
         Ok(done) => return Ok(done),
         Err(a) => a,
     };
-    let out = if saves_a { None } else { zip_reusing_buffer(&mut a, b, &f) };
+    let out = if saves_a {
+        None
+    } else {
+        zip_reusing_buffer(&mut a, b, &f)
+    };
     let out = out.unwrap_or_else(|| zip_map(op, &a, b, &f));
     Err((a, out))
 }
