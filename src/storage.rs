@@ -141,12 +141,14 @@ impl<T: Float> Value<T> {
             shape,
             n
         );
-        Value {
+        let v = Value {
             buf: Buffer::new(data),
             shape: dims(shape),
             strides: contiguous_strides(shape),
             offset: 0,
-        }
+        };
+        debug_assert!(fits(&v.shape, &v.strides, v.offset, v.buf.data.len()));
+        v
     }
 
     /// Takes over an ndarray's allocation without copying, whatever its
@@ -158,12 +160,14 @@ impl<T: Float> Value<T> {
         }
         let strides: Dims = a.strides().iter().map(|&s| s as usize).collect();
         let (data, offset) = a.into_raw_vec_and_offset();
-        Value {
+        let v = Value {
             buf: Buffer::new(data),
             shape,
             strides,
             offset: offset.unwrap_or(0),
-        }
+        };
+        debug_assert!(fits(&v.shape, &v.strides, v.offset, v.buf.data.len()));
+        v
     }
 
     pub(crate) fn numel(&self) -> usize {
@@ -261,9 +265,8 @@ impl<T: Float> Value<T> {
     /// unsafe read relies on every layout staying inside, and every view op
     /// builds its layout here.
     pub(crate) fn with_layout(&self, shape: Dims, strides: Dims, offset: usize) -> Value<T> {
-        let end = layout::end_of(&shape, &strides, offset);
         assert!(
-            end.is_some_and(|end| end <= self.buf.data.len().max(offset)),
+            fits(&shape, &strides, offset, self.buf.data.len()),
             "internal error: a view of shape {shape:?}, strides {strides:?} and offset {offset} reaches outside its buffer of {} elements",
             self.buf.data.len()
         );
@@ -274,6 +277,12 @@ impl<T: Float> Value<T> {
             offset,
         }
     }
+}
+
+/// Whether every index of the layout lands inside a buffer of `len`
+/// elements: the invariant `Value::view`'s unsafe read relies on.
+fn fits(shape: &[usize], strides: &[usize], offset: usize, len: usize) -> bool {
+    layout::end_of(shape, strides, offset).is_some_and(|end| end <= len.max(offset))
 }
 
 #[cfg(test)]
