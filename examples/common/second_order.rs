@@ -21,11 +21,13 @@
 
 use tapegrad::{GradOptions, Tensor};
 
-/// A loss's total at some predictions, with each sample's gradient and
-/// Hessian diagonal entry there.
+/// A per-sample loss: predictions and targets (both `[n]`) to the `[n]`
+/// losses l(yᵢ, fᵢ), written with tensor ops.
+pub type Loss = dyn Fn(&Tensor<f64>, &Tensor<f64>) -> Tensor<f64>;
+
+/// Each sample's gradient and Hessian diagonal entry of a loss
+/// L(f) = Σᵢ l(yᵢ, fᵢ) at some predictions f.
 pub struct Derivatives {
-    /// L(f) = Σᵢ l(yᵢ, fᵢ).
-    pub loss: f64,
     /// gᵢ = ∂L/∂fᵢ.
     pub grad: Vec<f64>,
     /// hᵢ = ∂²L/∂fᵢ² (for a separable loss; see the module's comment).
@@ -40,11 +42,7 @@ pub struct Derivatives {
 ///
 /// **Panics** if `f` and `y` differ in length, if `loss` does not return
 /// one loss per sample, or if it does not depend on `f`.
-pub fn derivatives(
-    f: &[f64],
-    y: &[f64],
-    loss: &dyn Fn(&Tensor<f64>, &Tensor<f64>) -> Tensor<f64>,
-) -> Derivatives {
+pub fn derivatives(f: &[f64], y: &[f64], loss: &Loss) -> Derivatives {
     let n = f.len();
     assert_eq!(y.len(), n, "derivatives: {n} predictions but {} targets", y.len());
     let f = Tensor::from_vec(f.to_vec(), &[n]).set_requires_grad(true);
@@ -65,7 +63,7 @@ pub fn derivatives(
         create_graph: true,
         ..Default::default()
     };
-    let g = tapegrad::grad(&[total.clone()], &[f.clone()], with_graph)[0]
+    let g = tapegrad::grad(&[total], &[f.clone()], with_graph)[0]
         .clone()
         .expect("the loss requires grad, and f is all it has that does");
     // A gradient without a graph does not depend on f (the loss is linear
@@ -75,7 +73,6 @@ pub fn derivatives(
         .then(|| tapegrad::grad(&[g.sum()], &[f.clone()], GradOptions::default())[0].clone())
         .flatten();
     Derivatives {
-        loss: total.item(),
         grad: g.to_vec(),
         hess: h.map_or_else(|| vec![0.0; n], |h| h.to_vec()),
     }
