@@ -10,7 +10,7 @@
 pub(crate) use crate::autograd::held::Role;
 use crate::autograd::held::{value_of, Held};
 use crate::autograd::hooks::{self, Packed, SaveHook, SaveInfo};
-use crate::autograd::mode::is_grad_enabled;
+use crate::autograd::mode::{anomaly_checks, is_grad_enabled};
 use crate::layout::{dims, Dims};
 use crate::storage::Value;
 use crate::sync::lock;
@@ -19,6 +19,7 @@ use crate::Float;
 use smallvec::SmallVec;
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -209,6 +210,10 @@ pub(crate) struct Node<T: Float, R: ?Sized = Rule<T>> {
     pub(crate) name: &'static str,
     pub(crate) edges: SmallVec<[Edge<T>; 2]>,
     pub(crate) out_shape: Dims,
+    /// The tensor it made (for that tensor's hooks).
+    pub(crate) output: Weak<TensorImpl<T>>,
+    /// Where the forward op was called, recorded in anomaly mode only.
+    pub(crate) origin: Option<&'static Location<'static>>,
     saved: Mutex<SavedValues<T>>,
     rule: R,
 }
@@ -469,7 +474,10 @@ pub(crate) fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
 }
 
 /// Wraps an op's result: a leaf when nothing is recorded, else a non-leaf
-/// tensor with a new node holding the values `saves` names and `rule`.
+/// tensor with a new node holding the values `saves` names and `rule`. In
+/// anomaly mode the node also keeps where the op was called (every op up
+/// to here is `#[track_caller]`).
+#[track_caller]
 pub(crate) fn record<T: Float>(
     name: &'static str,
     inputs: &[&Tensor<T>],
@@ -480,6 +488,10 @@ pub(crate) fn record<T: Float>(
     if !should_record(inputs) {
         return Tensor::from_value(out);
     }
+    let origin = match anomaly_checks() {
+        true => Some(Location::caller()),
+        false => None,
+    };
     // A buffer the op made (not a view of an input's) is graph memory.
     if !inputs.iter().any(|t| t.uses_buffer(&out.buf)) {
         out.buf.countable.store(true, Ordering::Relaxed);
@@ -502,6 +514,8 @@ pub(crate) fn record<T: Float>(
             name,
             edges,
             out_shape,
+            output: me.clone(),
+            origin,
             saved: Mutex::new(Some(values)),
             rule,
         });
