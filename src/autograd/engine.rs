@@ -384,8 +384,11 @@ fn node_hooks<T: Float>(node: &Node<T>, grad: Tensor<T>, create_graph: bool) -> 
 #[derive(Default)]
 struct HookedLeaves<T: Float> {
     index: KeyMap<usize, usize>,
-    leaves: Vec<(Arc<TensorImpl<T>>, Option<Tensor<T>>)>,
+    leaves: Vec<HookedLeaf<T>>,
 }
+
+/// A hooked leaf and its gradient so far.
+type HookedLeaf<T> = (Arc<TensorImpl<T>>, Option<Tensor<T>>);
 
 impl<T: Float> HookedLeaves<T> {
     /// Takes `g` for `leaf` if the leaf has hooks; gives it back if not.
