@@ -7,7 +7,6 @@ mod common;
 
 use common::panic_message;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use tapegrad::prelude::*;
 
 const BIG: usize = (1 << 62) + 4;
