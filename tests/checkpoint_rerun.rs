@@ -11,7 +11,6 @@ mod common;
 
 use common::panic_message;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tapegrad::prelude::*;

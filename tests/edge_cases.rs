@@ -19,7 +19,6 @@ mod common;
 use common::panic_message;
 
 use std::f64::consts::{FRAC_2_SQRT_PI, LN_2};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use tapegrad::prelude::*;
 
 const INF: f64 = f64::INFINITY;
