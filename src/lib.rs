@@ -47,6 +47,7 @@ mod sync;
 mod tensor;
 #[cfg(feature = "proptest")]
 pub mod testing;
+pub mod viz;
 
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
 pub use autograd::mode::{detect_anomaly, enable_grad, is_grad_enabled, no_grad, GradModeGuard, NoGradGuard};

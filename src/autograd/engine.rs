@@ -8,7 +8,7 @@
 //! Nothing recurses, so a graph of a million ops backwards on a small stack.
 //! No global lock is held, so a backward may start inside a backward.
 
-use crate::autograd::hooks::BackwardScope;
+use crate::autograd::hooks::{observing, report, BackwardScope, NodeRun};
 use crate::autograd::mode::anomaly_checks;
 use crate::autograd::mode::GradModeGuard;
 use crate::autograd::node::{Edge, Grads, Node};
@@ -343,6 +343,14 @@ fn run<T: Float>(
         }
         if needed.as_ref().is_some_and(|n| !n.contains(&id)) {
             continue;
+        }
+        if observing() {
+            let grad_norm = grad.to_vec().iter().map(|x| x.as_f64() * x.as_f64()).sum::<f64>().sqrt();
+            report(&NodeRun {
+                op: node.name,
+                grad_shape: grad.shape(),
+                grad_norm,
+            });
         }
         let grads = node.apply(grad, !retain_graph);
         if anomaly_checks() {

@@ -195,6 +195,33 @@ impl<T: Float> Saved<T> {
     }
 }
 
+/// One saved value as a printout shows it.
+pub(crate) struct SavedSummary {
+    pub(crate) role: Role,
+    pub(crate) dtype: &'static str,
+    pub(crate) shape: Dims,
+    /// The bytes of the buffer held; `None` when a hook packed it.
+    pub(crate) bytes: Option<usize>,
+    /// What packed it (`"checkpoint #3"`), if a hook did.
+    pub(crate) packed_by: Option<String>,
+}
+
+impl<T: Float> Saved<T> {
+    fn summary(&self) -> SavedSummary {
+        let (bytes, packed_by) = match &self.data {
+            SavedData::Held(held) => (Some(held.value.buf.bytes()), None),
+            SavedData::Packed { hook, .. } => (None, Some(hook.label())),
+        };
+        SavedSummary {
+            role: self.role,
+            dtype: T::DTYPE,
+            shape: self.shape.clone(),
+            bytes,
+            packed_by,
+        }
+    }
+}
+
 /// The saved values of a node; `None` once a backward without
 /// `retain_graph` has run through it (and dropped them).
 type SavedValues<T> = Option<SmallVec<[Saved<T>; 1]>>;
@@ -219,6 +246,11 @@ pub(crate) struct Node<T: Float, R: ?Sized = Rule<T>> {
 }
 
 impl<T: Float> Node<T> {
+    /// What the node saved (`None`: freed by a backward).
+    pub(crate) fn saved_summary(&self) -> Option<Vec<SavedSummary>> {
+        self.saved_lock().as_ref().map(|values| values.iter().map(Saved::summary).collect())
+    }
+
     /// The saved values, locked only for a look or a swap (never while a
     /// rule or a checkpoint's re-run runs).
     fn saved_lock(&self) -> MutexGuard<'_, SavedValues<T>> {
