@@ -47,9 +47,10 @@ mod sync;
 mod tensor;
 #[cfg(feature = "proptest")]
 pub mod testing;
+pub mod viz;
 
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
-pub use autograd::mode::{enable_grad, is_grad_enabled, no_grad, GradModeGuard, NoGradGuard};
+pub use autograd::mode::{detect_anomaly, enable_grad, is_grad_enabled, no_grad, GradModeGuard, NoGradGuard};
 pub use autograd::user_hooks::{saved_tensors_hooks, SaveContext, SavedTensorsHooks};
 pub use checkpoint::{
     checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_planned, checkpoint_sequential,
@@ -62,7 +63,7 @@ pub use gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
 pub use ndarray;
 pub use ops::custom::CustomOp;
 pub use rng::{manual_seed, randperm};
-pub use tensor::Tensor;
+pub use tensor::{HookHandle, Tensor};
 
 /// `use tapegrad::prelude::*;` brings in the types and functions of the API.
 pub mod prelude {

@@ -7,19 +7,13 @@
 //!
 //! Gradients are compared bitwise with the same function run plain.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+mod common;
+
+use common::panic_message;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tapegrad::prelude::*;
-
-/// The message of the panic `f` must raise.
-fn panic_message(f: impl FnOnce()) -> String {
-    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    match err.downcast::<String>() {
-        Ok(s) => *s,
-        Err(err) => err.downcast_ref::<&str>().expect("a string panic").to_string(),
-    }
-}
 
 /// A leaf that requires grad, of random values.
 fn param(shape: &[usize]) -> Tensor<f64> {

@@ -14,8 +14,11 @@
 //! not 0.0), or, for finite values away from 0, within 1e-6 relative (and
 //! within 1e-6 of a 0 that is rounding in ours).
 
+mod common;
+
+use common::panic_message;
+
 use std::f64::consts::{FRAC_2_SQRT_PI, LN_2};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use tapegrad::prelude::*;
 
 const INF: f64 = f64::INFINITY;
@@ -56,15 +59,6 @@ fn value_and_grad<T: Float>(
     let y = f(&x);
     y.sum().backward();
     (y.to_vec(), x.grad().expect("x requires grad").to_vec())
-}
-
-/// The panic message of `f`.
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => payload.downcast_ref::<&str>().expect("a string").to_string(),
-    }
 }
 
 // ----------------------------------------------------------- empty tensors

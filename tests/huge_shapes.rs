@@ -3,19 +3,13 @@
 //! outside its buffer); large shapes that can be addressed still work as
 //! views.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+mod common;
+
+use common::panic_message;
+
 use tapegrad::prelude::*;
 
 const BIG: usize = (1 << 62) + 4;
-
-/// The message `f` panics with.
-fn panic_message(f: impl FnOnce()) -> String {
-    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    match err.downcast::<String>() {
-        Ok(s) => *s,
-        Err(err) => err.downcast_ref::<&str>().expect("a text message").to_string(),
-    }
-}
 
 /// Asserts that `f` panics with a message that starts with `op` and names
 /// `shape`.

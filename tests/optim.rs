@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::assert_close;
+use common::{assert_close, panic_message};
 use std::collections::HashMap;
 use tapegrad::optim::{Adam, AdamW, CosineAnnealingLr, Optimizer, Sgd, StepLr};
 use tapegrad::prelude::*;
@@ -492,14 +492,6 @@ fn adamw_defaults_to_weight_decay_and_decouples_it() {
     backward_with_grad(&v, &[0.0]);
     opt.step();
     assert_close(&[v.item()], &[1.9], 1e-6);
-}
-
-fn panic_message(f: impl FnOnce()) -> String {
-    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("expected a panic");
-    err.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
 }
 
 type Call = Box<dyn FnOnce()>;

@@ -8,10 +8,11 @@
 //! Nothing recurses, so a graph of a million ops backwards on a small stack.
 //! No global lock is held, so a backward may start inside a backward.
 
-use crate::autograd::hooks::BackwardScope;
+use crate::autograd::hooks::{observing, report, BackwardScope, NodeRun};
+use crate::autograd::mode::anomaly_checks;
 use crate::autograd::mode::GradModeGuard;
-use crate::autograd::node::{Edge, Node};
-use crate::tensor::{Tensor, TensorImpl};
+use crate::autograd::node::{Edge, Grads, Node};
+use crate::tensor::{any_watched, Tensor, TensorImpl};
 use crate::Float;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -315,15 +316,26 @@ fn run<T: Float>(
     // need not run.
     let needed = targets.map(|_| needed_nodes(roots, &node_targets, &leaf_targets));
 
+    // Leaves with hooks get their gradient summed over the whole backward
+    // first, then hooked, then delivered (PyTorch's AccumulateGrad).
+    let mut hooked = HookedLeaves::default();
     let mut frontier = Frontier::default();
     for (root, seed) in roots.iter().zip(seeds) {
         match &root.inner.node {
             Some(n) => frontier.add(n, seed, create_graph),
-            None => deliver_to_leaf(&root.inner, seed, create_graph, &leaf_targets, &mut results),
+            None => {
+                if let Some(seed) = hooked.take(&root.inner, seed, create_graph) {
+                    deliver_to_leaf(&root.inner, seed, create_graph, &leaf_targets, &mut results);
+                }
+            }
         }
     }
     while let Some((node, grad)) = frontier.pop_newest() {
         let id = node.id;
+        let grad = match any_watched() {
+            true => node_hooks(&node, grad, create_graph),
+            false => grad,
+        };
         if let (Some(res), Some(ts)) = (&mut results, node_targets.get(&id)) {
             for &t in ts {
                 res[t] = Some(grad.clone());
@@ -332,7 +344,18 @@ fn run<T: Float>(
         if needed.as_ref().is_some_and(|n| !n.contains(&id)) {
             continue;
         }
+        if observing() {
+            let grad_norm = grad.to_vec().iter().map(|x| x.as_f64() * x.as_f64()).sum::<f64>().sqrt();
+            report(&NodeRun {
+                op: node.name,
+                grad_shape: grad.shape(),
+                grad_norm,
+            });
+        }
         let grads = node.apply(grad, !retain_graph);
+        if anomaly_checks() {
+            check_for_nan(&node, &grads);
+        }
         for (k, (edge, g)) in node.edges.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
             check_grad_shape(&node, k, edge, &g);
@@ -340,14 +363,81 @@ fn run<T: Float>(
                 Edge::Node(child) => frontier.add(child, g, create_graph),
                 Edge::Leaf(leaf) => {
                     if let Some(leaf) = leaf.upgrade() {
-                        deliver_to_leaf(&leaf, g, create_graph, &leaf_targets, &mut results);
+                        if let Some(g) = hooked.take(&leaf, g, create_graph) {
+                            deliver_to_leaf(&leaf, g, create_graph, &leaf_targets, &mut results);
+                        }
                     }
                 }
                 Edge::None => {}
             }
         }
     }
+    for (leaf, g) in hooked.leaves {
+        let g = Tensor { inner: leaf.clone() }.run_hooks(g.expect("summed"), create_graph);
+        deliver_to_leaf(&leaf, g, create_graph, &leaf_targets, &mut results);
+    }
     results
+}
+
+/// The gradient a node received, after the hooks of the tensor it made.
+fn node_hooks<T: Float>(node: &Node<T>, grad: Tensor<T>, create_graph: bool) -> Tensor<T> {
+    match node.output.upgrade().map(|inner| Tensor { inner }) {
+        Some(out) if out.is_watched() => out.run_hooks(grad, create_graph),
+        _ => grad,
+    }
+}
+
+/// The gradients of hooked leaves, summed over one backward, in the order
+/// they were first reached.
+#[derive(Default)]
+struct HookedLeaves<T: Float> {
+    index: KeyMap<usize, usize>,
+    leaves: Vec<HookedLeaf<T>>,
+}
+
+/// A hooked leaf and its gradient so far.
+type HookedLeaf<T> = (Arc<TensorImpl<T>>, Option<Tensor<T>>);
+
+impl<T: Float> HookedLeaves<T> {
+    /// Takes `g` for `leaf` if the leaf has hooks; gives it back if not.
+    fn take(&mut self, leaf: &Arc<TensorImpl<T>>, g: Tensor<T>, create_graph: bool) -> Option<Tensor<T>> {
+        if !(any_watched() && (Tensor { inner: leaf.clone() }).is_watched()) {
+            return Some(g);
+        }
+        let next = self.leaves.len();
+        let i = *self.index.entry(Arc::as_ptr(leaf) as usize).or_insert(next);
+        if i == next {
+            self.leaves.push((leaf.clone(), None));
+        }
+        accumulate(&mut self.leaves[i].1, g, create_graph);
+        None
+    }
+}
+
+/// Panics, as PyTorch's anomaly mode, if a node's rule produced NaN:
+/// naming the op, the input, and where the forward op was called.
+fn check_for_nan<T: Float>(node: &Node<T>, grads: &Grads<T>) {
+    for (i, g) in grads.iter().enumerate() {
+        let Some(g) = g else { continue };
+        if g.to_vec().iter().any(|x| x.is_nan()) {
+            let origin = match node.origin {
+                Some(at) => format!(
+                    "the forward op was called at {}:{}:{}",
+                    at.file(),
+                    at.line(),
+                    at.column()
+                ),
+                None => {
+                    "the forward op ran outside detect_anomaly, so where it was called is unknown".to_string()
+                }
+            };
+            panic!(
+                "detect_anomaly: {} returned NaN values in its gradient for input {i} (shape {:?}); {origin}",
+                node.name,
+                g.shape()
+            );
+        }
+    }
 }
 
 /// For `grad()`: the ids of the nodes that have a target among their

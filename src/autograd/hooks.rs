@@ -24,7 +24,7 @@ use crate::Float;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ops::ControlFlow;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// What a hook's `pack` made of a value.
@@ -59,6 +59,12 @@ pub(crate) trait SaveHook: Send + Sync {
         compute()
     }
 
+    /// What the hook is, for printouts of what a node saved
+    /// (`"checkpoint #3"`).
+    fn label(&self) -> String {
+        "a saved-value hook".to_string()
+    }
+
     /// Whether the hook wants [`reads`](SaveHook::reads) called.
     fn watches_reads(&self) -> bool {
         false
@@ -86,6 +92,21 @@ pub(crate) struct ProductInfo<'a> {
 /// Callbacks to run when a backward ends.
 type AtEnd = Vec<Box<dyn FnOnce()>>;
 
+/// One node as backward runs it, for an observer: its op and the gradient
+/// it received.
+pub(crate) struct NodeRun<'a> {
+    pub(crate) op: &'static str,
+    pub(crate) grad_shape: &'a [usize],
+    pub(crate) grad_norm: f64,
+}
+
+/// Something told of every node a backward on this thread runs.
+type Observer = Box<dyn FnMut(&NodeRun<'_>)>;
+
+/// How many threads have a backward observer: while none has, a node run
+/// costs one load to know it.
+static OBSERVERS: AtomicUsize = AtomicUsize::new(0);
+
 thread_local! {
     static HOOKS: RefCell<Vec<Arc<dyn SaveHook>>> = const { RefCell::new(Vec::new()) };
     /// How many hooks on the stack watch reads: while none does, an op's
@@ -94,6 +115,37 @@ thread_local! {
     /// For each backward running on this thread (innermost last), the
     /// callbacks to run when it ends.
     static BACKWARDS: RefCell<Vec<AtEnd>> = const { RefCell::new(Vec::new()) };
+    static OBSERVER: RefCell<Option<Observer>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `observer` told of every node the backwards on this
+/// thread run, in order.
+pub(crate) fn observe_backward<R>(observer: Observer, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Observer>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OBSERVER.with(|o| *o.borrow_mut() = self.0.take());
+            OBSERVERS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    OBSERVERS.fetch_add(1, Ordering::Relaxed);
+    let _restore = Restore(OBSERVER.with(|o| o.borrow_mut().replace(observer)));
+    f()
+}
+
+/// Whether a backward observer may be set on this thread.
+#[inline(always)]
+pub(crate) fn observing() -> bool {
+    OBSERVERS.load(Ordering::Relaxed) > 0
+}
+
+/// Tells this thread's observer, if any, of a node run.
+pub(crate) fn report(run: &NodeRun<'_>) {
+    OBSERVER.with(|o| {
+        if let Some(observer) = o.borrow_mut().as_mut() {
+            observer(run);
+        }
+    });
 }
 
 /// The innermost hook of this thread.

@@ -10,7 +10,7 @@
 pub(crate) use crate::autograd::held::Role;
 use crate::autograd::held::{value_of, Held};
 use crate::autograd::hooks::{self, Packed, SaveHook, SaveInfo};
-use crate::autograd::mode::is_grad_enabled;
+use crate::autograd::mode::{anomaly_checks, is_grad_enabled};
 use crate::layout::{dims, Dims};
 use crate::storage::Value;
 use crate::sync::lock;
@@ -19,6 +19,7 @@ use crate::Float;
 use smallvec::SmallVec;
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -194,6 +195,33 @@ impl<T: Float> Saved<T> {
     }
 }
 
+/// One saved value as a printout shows it.
+pub(crate) struct SavedSummary {
+    pub(crate) role: Role,
+    pub(crate) dtype: &'static str,
+    pub(crate) shape: Dims,
+    /// The bytes of the buffer held; `None` when a hook packed it.
+    pub(crate) bytes: Option<usize>,
+    /// What packed it (`"checkpoint #3"`), if a hook did.
+    pub(crate) packed_by: Option<String>,
+}
+
+impl<T: Float> Saved<T> {
+    fn summary(&self) -> SavedSummary {
+        let (bytes, packed_by) = match &self.data {
+            SavedData::Held(held) => (Some(held.value.buf.bytes()), None),
+            SavedData::Packed { hook, .. } => (None, Some(hook.label())),
+        };
+        SavedSummary {
+            role: self.role,
+            dtype: T::DTYPE,
+            shape: self.shape.clone(),
+            bytes,
+            packed_by,
+        }
+    }
+}
+
 /// The saved values of a node; `None` once a backward without
 /// `retain_graph` has run through it (and dropped them).
 type SavedValues<T> = Option<SmallVec<[Saved<T>; 1]>>;
@@ -209,11 +237,20 @@ pub(crate) struct Node<T: Float, R: ?Sized = Rule<T>> {
     pub(crate) name: &'static str,
     pub(crate) edges: SmallVec<[Edge<T>; 2]>,
     pub(crate) out_shape: Dims,
+    /// The tensor it made (for that tensor's hooks).
+    pub(crate) output: Weak<TensorImpl<T>>,
+    /// Where the forward op was called, recorded in anomaly mode only.
+    pub(crate) origin: Option<&'static Location<'static>>,
     saved: Mutex<SavedValues<T>>,
     rule: R,
 }
 
 impl<T: Float> Node<T> {
+    /// What the node saved (`None`: freed by a backward).
+    pub(crate) fn saved_summary(&self) -> Option<Vec<SavedSummary>> {
+        self.saved_lock().as_ref().map(|values| values.iter().map(Saved::summary).collect())
+    }
+
     /// The saved values, locked only for a look or a swap (never while a
     /// rule or a checkpoint's re-run runs).
     fn saved_lock(&self) -> MutexGuard<'_, SavedValues<T>> {
@@ -469,7 +506,10 @@ pub(crate) fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
 }
 
 /// Wraps an op's result: a leaf when nothing is recorded, else a non-leaf
-/// tensor with a new node holding the values `saves` names and `rule`.
+/// tensor with a new node holding the values `saves` names and `rule`. In
+/// anomaly mode the node also keeps where the op was called (every op up
+/// to here is `#[track_caller]`).
+#[track_caller]
 pub(crate) fn record<T: Float>(
     name: &'static str,
     inputs: &[&Tensor<T>],
@@ -480,6 +520,10 @@ pub(crate) fn record<T: Float>(
     if !should_record(inputs) {
         return Tensor::from_value(out);
     }
+    let origin = match anomaly_checks() {
+        true => Some(Location::caller()),
+        false => None,
+    };
     // A buffer the op made (not a view of an input's) is graph memory.
     if !inputs.iter().any(|t| t.uses_buffer(&out.buf)) {
         out.buf.countable.store(true, Ordering::Relaxed);
@@ -502,6 +546,8 @@ pub(crate) fn record<T: Float>(
             name,
             edges,
             out_shape,
+            output: me.clone(),
+            origin,
             saved: Mutex::new(Some(values)),
             rule,
         });

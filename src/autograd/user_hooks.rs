@@ -139,6 +139,10 @@ impl<T: Float, H: SavedTensorsHooks<T> + 'static> SaveHook for UserHooks<T, H> {
         self
     }
 
+    fn label(&self) -> String {
+        "saved_tensors_hooks".to_string()
+    }
+
     fn pack(&self, value: &dyn AnyHeld, info: &SaveInfo<'_>) -> Option<Packed> {
         let held = value.as_any().downcast_ref::<Held<T>>()?;
         let saved = SaveContext {

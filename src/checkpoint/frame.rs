@@ -255,6 +255,10 @@ impl SaveHook for Forward {
         self
     }
 
+    fn label(&self) -> String {
+        format!("checkpoint #{}", self.0.id)
+    }
+
     fn pack(&self, _: &dyn AnyHeld, info: &SaveInfo<'_>) -> Option<Packed> {
         let mut expected = lock(&self.0.expected);
         expected.push(SaveMeta::of(info));

@@ -11,10 +11,12 @@ macro_rules! stateless {
         pub struct $name;
 
         impl<T: Float> Module<T> for $name {
+            #[track_caller]
             fn forward(&self, $x: &Tensor<T>) -> Tensor<T> {
                 $forward
             }
 
+            #[track_caller]
             fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
                 Vec::new()
             }

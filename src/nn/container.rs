@@ -37,6 +37,7 @@ impl<T: Float> Sequential<T> {
     /// let x = tapegrad::Tensor::<f32>::ones(&[2]);
     /// assert_eq!(Sequential::new().forward(&x).to_vec(), x.to_vec());
     /// ```
+    #[track_caller]
     pub fn new() -> Self {
         Sequential { children: Vec::new() }
     }
@@ -55,6 +56,7 @@ impl<T: Float> Sequential<T> {
     /// assert_eq!(net.named_parameters().len(), 4); // "0.weight", "0.bias", "2.weight", "2.bias"
     /// ```
     #[allow(clippy::should_implement_trait)] // PyTorch's name; not `+`
+    #[track_caller]
     pub fn add(mut self, module: impl Module<T> + 'static) -> Self {
         self.children.push(Arc::new(module));
         self
@@ -62,6 +64,7 @@ impl<T: Float> Sequential<T> {
 }
 
 impl<T: Float> Default for Sequential<T> {
+    #[track_caller]
     fn default() -> Self {
         Self::new()
     }
@@ -69,6 +72,7 @@ impl<T: Float> Default for Sequential<T> {
 
 impl<T: Float> Clone for Sequential<T> {
     /// Another handle to the same children (parameters and mode shared).
+    #[track_caller]
     fn clone(&self) -> Self {
         Sequential {
             children: self.children.clone(),
@@ -78,6 +82,7 @@ impl<T: Float> Clone for Sequential<T> {
 
 impl<T: Float> fmt::Debug for Sequential<T> {
     /// The parameters by name and shape.
+    #[track_caller]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let params: Vec<(String, Vec<usize>)> = self
             .named_parameters()
@@ -92,6 +97,7 @@ impl<T: Float> fmt::Debug for Sequential<T> {
 }
 
 /// `"{prefix}.{name}"` for each entry.
+#[track_caller]
 fn prefixed<T: Float>(
     prefix: usize,
     entries: Vec<(String, Tensor<T>)>,
@@ -102,6 +108,7 @@ fn prefixed<T: Float>(
 }
 
 impl<T: Float> Module<T> for Sequential<T> {
+    #[track_caller]
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         let mut h = x.clone();
         for child in &self.children {
@@ -110,6 +117,7 @@ impl<T: Float> Module<T> for Sequential<T> {
         h
     }
 
+    #[track_caller]
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         self.children
             .iter()
@@ -118,6 +126,7 @@ impl<T: Float> Module<T> for Sequential<T> {
             .collect()
     }
 
+    #[track_caller]
     fn named_buffers(&self) -> Vec<(String, Tensor<T>)> {
         self.children
             .iter()
@@ -126,6 +135,7 @@ impl<T: Float> Module<T> for Sequential<T> {
             .collect()
     }
 
+    #[track_caller]
     fn set_training(&self, training: bool) {
         for child in &self.children {
             child.set_training(training);

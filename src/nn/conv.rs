@@ -43,6 +43,7 @@ impl<T: Float> Conv2d<T> {
     /// let bound = 1.0 / (3.0f64 * 25.0).sqrt();
     /// assert!(conv.weight.to_vec().iter().all(|w| w.abs() <= bound));
     /// ```
+    #[track_caller]
     pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize) -> Self {
         let fan_in = in_channels * kernel_size * kernel_size;
         let weight = uniform_fan_in(&[out_channels, in_channels, kernel_size, kernel_size], fan_in);
@@ -64,6 +65,7 @@ impl<T: Float> Conv2d<T> {
     /// ```
     ///
     /// **Panics** if `stride` is 0.
+    #[track_caller]
     pub fn stride(mut self, stride: usize) -> Self {
         assert!(stride > 0, "Conv2d::stride: stride must be positive, got 0");
         self.stride = stride;
@@ -77,6 +79,7 @@ impl<T: Float> Conv2d<T> {
     /// let conv = Conv2d::<f32>::new(1, 1, 3).padding(1);
     /// assert_eq!(conv.forward(&tapegrad::Tensor::zeros(&[1, 1, 5, 5])).shape(), &[1, 1, 5, 5]);
     /// ```
+    #[track_caller]
     pub fn padding(mut self, padding: usize) -> Self {
         self.padding = padding;
         self
@@ -87,10 +90,12 @@ impl<T: Float> Module<T> for Conv2d<T> {
     /// **Panics** if the input is not `[N, in_channels, H, W]` or
     /// `[in_channels, H, W]`, or the kernel is larger than the padded input
     /// (naming the shapes).
+    #[track_caller]
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         x.conv2d(&self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
 
+    #[track_caller]
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         let mut params = vec![("weight".to_string(), self.weight.clone())];
         if let Some(b) = &self.bias {
@@ -128,6 +133,7 @@ impl MaxPool2d {
     /// ```
     ///
     /// **Panics** if `kernel_size` is 0.
+    #[track_caller]
     pub fn new(kernel_size: usize) -> Self {
         assert!(kernel_size > 0, "MaxPool2d: kernel size must be positive, got 0");
         MaxPool2d {
@@ -147,6 +153,7 @@ impl MaxPool2d {
     /// ```
     ///
     /// **Panics** if `stride` is 0.
+    #[track_caller]
     pub fn stride(mut self, stride: usize) -> Self {
         assert!(stride > 0, "MaxPool2d::stride: stride must be positive, got 0");
         self.stride = stride;
@@ -156,10 +163,12 @@ impl MaxPool2d {
 
 impl<T: Float> Module<T> for MaxPool2d {
     /// **Panics** if the input is not 3-D or 4-D or smaller than the kernel.
+    #[track_caller]
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         x.max_pool2d(self.kernel_size, self.stride)
     }
 
+    #[track_caller]
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         Vec::new()
     }

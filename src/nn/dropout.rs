@@ -41,6 +41,7 @@ impl<T: Float> Dropout<T> {
     /// ```
     ///
     /// **Panics** unless `0 <= p <= 1`.
+    #[track_caller]
     pub fn new(p: T) -> Self {
         assert!(
             p >= T::zero() && p <= T::one(),
@@ -54,14 +55,17 @@ impl<T: Float> Dropout<T> {
 }
 
 impl<T: Float> Module<T> for Dropout<T> {
+    #[track_caller]
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         x.dropout(self.p, self.training.load(Ordering::Relaxed))
     }
 
+    #[track_caller]
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         Vec::new()
     }
 
+    #[track_caller]
     fn set_training(&self, training: bool) {
         self.training.store(training, Ordering::Relaxed);
     }

@@ -31,6 +31,7 @@ impl<T: Float> Embedding<T> {
     /// let emb = tapegrad::nn::Embedding::<f64>::new(5, 2);
     /// assert_eq!(emb.weight.shape(), &[5, 2]);
     /// ```
+    #[track_caller]
     pub fn new(num_embeddings: usize, embedding_dim: usize) -> Self {
         Embedding {
             weight: Tensor::randn(&[num_embeddings, embedding_dim]).set_requires_grad(true),
@@ -50,6 +51,7 @@ impl<T: Float> Embedding<T> {
     /// ```
     ///
     /// **Panics** if an id is not below `num_embeddings`.
+    #[track_caller]
     pub fn lookup(&self, ids: &[usize]) -> Tensor<T> {
         let rows = self.weight.shape()[0];
         if let Some((at, id)) = ids.iter().enumerate().find(|(_, &id)| id >= rows) {
@@ -69,10 +71,12 @@ impl<T: Float> Module<T> for Embedding<T> {
     ///
     /// **Panics** if a value of `x` is not a whole number in
     /// `0..num_embeddings` (naming it).
+    #[track_caller]
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         x.embedding(&self.weight)
     }
 
+    #[track_caller]
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         vec![("weight".to_string(), self.weight.clone())]
     }

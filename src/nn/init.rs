@@ -8,6 +8,7 @@ use crate::{rng, Float, Tensor};
 /// `Linear` and `Conv2d` (`kaiming_uniform_` with `a = √5`, whose bound
 /// `√3 · √(2 / (1 + a²)) / √fan_in` is `1/√fan_in`) and for their biases.
 /// With `fan_in = 0` the bound is 0 (PyTorch leaves such tensors empty).
+#[track_caller]
 pub(crate) fn uniform_fan_in<T: Float>(shape: &[usize], fan_in: usize) -> Tensor<T> {
     let bound = if fan_in > 0 {
         1.0 / (fan_in as f64).sqrt()

@@ -42,6 +42,7 @@ impl<T: Float> Linear<T> {
     /// assert!(fc.weight.to_vec().iter().all(|w| w.abs() <= bound));
     /// assert_eq!(fc.bias.unwrap().shape(), &[2]);
     /// ```
+    #[track_caller]
     pub fn new(in_features: usize, out_features: usize) -> Self {
         let weight = uniform_fan_in(&[out_features, in_features], in_features);
         let bias = uniform_fan_in(&[out_features], in_features);
@@ -59,6 +60,7 @@ impl<T: Float> Linear<T> {
     /// assert!(fc.bias.is_none());
     /// assert_eq!(fc.parameters().len(), 1);
     /// ```
+    #[track_caller]
     pub fn new_no_bias(in_features: usize, out_features: usize) -> Self {
         Linear {
             weight: uniform_fan_in(&[out_features, in_features], in_features),
@@ -71,6 +73,7 @@ impl<T: Float> Module<T> for Linear<T> {
     /// `x Wᵀ + b`: one matrix product for all the leading dimensions.
     ///
     /// **Panics** if the last dimension of `x` is not `in_features`.
+    #[track_caller]
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         let (out_features, in_features) = (self.weight.shape()[0], self.weight.shape()[1]);
         let shape = x.shape();
@@ -97,6 +100,7 @@ impl<T: Float> Module<T> for Linear<T> {
         }
     }
 
+    #[track_caller]
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         let mut params = vec![("weight".to_string(), self.weight.clone())];
         if let Some(b) = &self.bias {

@@ -38,6 +38,7 @@ impl<T: Float> LayerNorm<T> {
     /// assert_eq!(ln.bias.shape(), &[3, 4]);
     /// assert_eq!(ln.parameters().len(), 2);
     /// ```
+    #[track_caller]
     pub fn new(normalized_shape: &[usize]) -> Self {
         LayerNorm {
             weight: Tensor::ones(normalized_shape).set_requires_grad(true),
@@ -50,6 +51,7 @@ impl<T: Float> LayerNorm<T> {
 
 impl<T: Float> Module<T> for LayerNorm<T> {
     /// **Panics** if the input's shape does not end with `normalized_shape`.
+    #[track_caller]
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         x.layer_norm(
             &self.normalized_shape,
@@ -59,6 +61,7 @@ impl<T: Float> Module<T> for LayerNorm<T> {
         )
     }
 
+    #[track_caller]
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         vec![
             ("weight".to_string(), self.weight.clone()),

@@ -22,6 +22,7 @@ use crate::{no_grad, Float, Tensor};
 /// let g = w.grad().unwrap().to_vec();
 /// assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
 /// ```
+#[track_caller]
 pub fn clip_grad_norm<T: Float>(params: &[Tensor<T>], max_norm: T) -> T {
     let grads: Vec<Tensor<T>> = params.iter().filter_map(Tensor::grad).collect();
     let squares: f64 = grads

@@ -84,6 +84,7 @@ pub enum WeightsError {
 }
 
 impl fmt::Display for WeightsError {
+    #[track_caller]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WeightsError::Io { path, source } => write!(f, "{}: {source}", path.display()),
@@ -119,6 +120,7 @@ impl fmt::Display for WeightsError {
 }
 
 impl std::error::Error for WeightsError {
+    #[track_caller]
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             WeightsError::Io { source, .. } => Some(source),
@@ -128,6 +130,7 @@ impl std::error::Error for WeightsError {
 }
 
 /// The module's parameters and buffers by name, refusing a name used twice.
+#[track_caller]
 fn named_tensors<T: Float>(module: &dyn Module<T>) -> Result<Vec<(String, Tensor<T>)>, WeightsError> {
     let tensors: Vec<_> = module
         .named_parameters()
@@ -144,6 +147,7 @@ fn named_tensors<T: Float>(module: &dyn Module<T>) -> Result<Vec<(String, Tensor
 }
 
 /// An error of the safetensors crate about the file at `path`.
+#[track_caller]
 fn file_error(path: &Path, e: SafeTensorError) -> WeightsError {
     let reason = match e {
         SafeTensorError::IoError(source) => {
@@ -199,6 +203,7 @@ fn file_error(path: &Path, e: SafeTensorError) -> WeightsError {
 /// **Errors**: [`WeightsError::DuplicateName`] if two of the module's
 /// tensors share a name; [`WeightsError::Io`] if the file cannot be
 /// written.
+#[track_caller]
 pub fn save_safetensors<T: Float>(
     module: &dyn Module<T>,
     path: impl AsRef<Path>,
@@ -269,6 +274,7 @@ pub fn save_safetensors<T: Float>(
 /// [`WeightsError::Unexpected`], [`WeightsError::Shape`] and
 /// [`WeightsError::Dtype`] naming the first tensor that does not fit, and
 /// [`WeightsError::DuplicateName`] for a module with a name used twice.
+#[track_caller]
 pub fn load_safetensors<T: Float>(
     module: &dyn Module<T>,
     path: impl AsRef<Path>,
@@ -312,8 +318,10 @@ pub fn load_safetensors<T: Float>(
 }
 
 /// The elements of a float tensor of the file, converted to `T`.
+#[track_caller]
 fn decode<T: Float>(name: &str, view: &TensorView<'_>) -> Result<Vec<T>, WeightsError> {
     // Little-endian chunks of N bytes, each converted to f64 (exactly).
+    #[track_caller]
     fn each<T: Float, const N: usize>(data: &[u8], to_f64: impl Fn([u8; N]) -> f64) -> Vec<T> {
         data.chunks_exact(N)
             .map(|c| T::of(to_f64(c.try_into().expect("N bytes"))))
@@ -336,6 +344,7 @@ fn decode<T: Float>(name: &str, view: &TensorView<'_>) -> Result<Vec<T>, Weights
 
 /// The value of IEEE 754 half-precision bits (sign, 5 exponent bits with
 /// bias 15, 10 mantissa bits), exactly: every f16 is an f64.
+#[track_caller]
 fn f16_to_f64(bits: u16) -> f64 {
     let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
     let exponent = i32::from((bits >> 10) & 0x1f);
@@ -351,6 +360,7 @@ fn f16_to_f64(bits: u16) -> f64 {
 }
 
 /// The value of bfloat16 bits: the upper half of an f32's bits.
+#[track_caller]
 fn bf16_to_f64(bits: u16) -> f64 {
     f64::from(f32::from_bits(u32::from(bits) << 16))
 }

@@ -14,6 +14,7 @@ use smallvec::{smallvec, SmallVec};
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 // d(a + b) = da + db
+#[track_caller]
 fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| zip_map("add", a, b, |x, y| x + y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
@@ -26,6 +27,7 @@ fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 }
 
 // d(a - b) = da - db
+#[track_caller]
 fn sub<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| zip_map("sub", a, b, |x, y| x - y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
@@ -39,6 +41,7 @@ fn sub<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 
 /// Saves input `i` only when the other input needs a gradient (the only
 /// formula that reads it): `w * x` with a constant `w` saves no `x`.
+#[track_caller]
 fn save_for_other<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> SmallVec<[Role; 2]> {
     let mut saves = SmallVec::new();
     if b.requires_grad() {
@@ -51,6 +54,7 @@ fn save_for_other<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> SmallVec<[Role; 2]>
 }
 
 // d(a * b) = b da + a db
+#[track_caller]
 fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| zip_map("mul", a, b, |x, y| x * y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
@@ -69,6 +73,7 @@ fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 }
 
 // d(a / b) = da / b - a db / b²
+#[track_caller]
 fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| zip_map("div", a, b, |x, y| x / y));
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
@@ -88,42 +93,49 @@ fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 }
 
 // d(-a) = -da
+#[track_caller]
 fn neg<T: Float>(a: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| map(&a.data(), |x| -x));
     record("NegBackward", &[a], out, &[], |_, g| smallvec![Some(-g)])
 }
 
 // d(a + s) = da
+#[track_caller]
 fn add_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| map(&a.data(), |x| x + s));
     record("AddBackward", &[a], out, &[], |_, g| smallvec![Some(g)])
 }
 
 // d(a - s) = da
+#[track_caller]
 fn sub_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| map(&a.data(), |x| x - s));
     record("SubBackward", &[a], out, &[], |_, g| smallvec![Some(g)])
 }
 
 // d(s - a) = -da
+#[track_caller]
 fn rsub_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| map(&a.data(), |x| s - x));
     record("RsubBackward", &[a], out, &[], |_, g| smallvec![Some(-g)])
 }
 
 // d(a s) = s da
+#[track_caller]
 fn mul_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| map(&a.data(), |x| x * s));
     record("MulBackward", &[a], out, &[], move |_, g| smallvec![Some(g * s)])
 }
 
 // d(a / s) = da / s
+#[track_caller]
 fn div_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| map(&a.data(), |x| x / s));
     record("DivBackward", &[a], out, &[], move |_, g| smallvec![Some(g / s)])
 }
 
 // d(s / a) = -s da / a²
+#[track_caller]
 fn rdiv_scalar<T: Float>(a: &Tensor<T>, s: T, out: Option<Value<T>>) -> Tensor<T> {
     let out = out.unwrap_or_else(|| map(&a.data(), |x| s / x));
     record("DivBackward", &[a], out, &[Role::Input(0)], move |ctx, g| {
@@ -143,6 +155,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the shapes do not broadcast.
+    #[track_caller]
     pub fn pow(&self, exponent: &Tensor<T>) -> Tensor<T> {
         // d aᵇ = b aᵇ⁻¹ da + aᵇ ln(a) db, with PyTorch's zeros where the
         // formulas meet 0 * inf: the da part is 0 where b = 0 (computed as
@@ -182,6 +195,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the shapes do not broadcast.
+    #[track_caller]
     pub fn maximum(&self, other: &Tensor<T>) -> Tensor<T> {
         self.extremum("maximum", "MaximumBackward", other, |x, y| x > y)
     }
@@ -193,11 +207,13 @@ impl<T: Float> Tensor<T> {
     /// let a = Tensor::from_vec(vec![1.0f32, 5.0], &[2]);
     /// assert_eq!(a.minimum(&Tensor::from_vec(vec![3.0, 2.0], &[2])).to_vec(), vec![1.0, 2.0]);
     /// ```
+    #[track_caller]
     pub fn minimum(&self, other: &Tensor<T>) -> Tensor<T> {
         self.extremum("minimum", "MinimumBackward", other, |x, y| x < y)
     }
 
     /// `maximum` or `minimum`: `wins(x, y)` says when `x` is picked over `y`.
+    #[track_caller]
     fn extremum(
         &self,
         op: &'static str,
@@ -309,15 +325,18 @@ macro_rules! tensor_operator {
 }
 
 /// Whether an op saves an operand for its backward, given the other one.
+#[track_caller]
 fn never<T: Float>(_: &Tensor<T>) -> bool {
     false
 }
 
 /// `a * b` and `a / b` save `a` when `b` needs a gradient.
+#[track_caller]
 fn if_grad<T: Float>(other: &Tensor<T>) -> bool {
     other.requires_grad()
 }
 
+#[track_caller]
 fn always<T: Float>(_: &Tensor<T>) -> bool {
     true
 }
@@ -366,6 +385,7 @@ scalar_operator!(f64, Div, div, rdiv_scalar, |s: f64, x: f64| s / x, true);
 
 impl<T: Float> Neg for &Tensor<T> {
     type Output = Tensor<T>;
+    #[track_caller]
     fn neg(self) -> Tensor<T> {
         neg(self, None)
     }
@@ -373,6 +393,7 @@ impl<T: Float> Neg for &Tensor<T> {
 
 impl<T: Float> Neg for Tensor<T> {
     type Output = Tensor<T>;
+    #[track_caller]
     fn neg(self) -> Tensor<T> {
         map_reusing_leaf(self, |x| -x).unwrap_or_else(|mut a| {
             let out = map_reusing_buffer(&mut a, |x| -x);

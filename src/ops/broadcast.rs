@@ -19,6 +19,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the shape cannot be broadcast to `shape`.
+    #[track_caller]
     pub fn broadcast_to(&self, shape: &[usize]) -> Tensor<T> {
         check_broadcasts_to("broadcast_to", self.shape(), shape);
         let v = self.value();
@@ -41,6 +42,7 @@ impl<T: Float> Tensor<T> {
 
     /// The sum of this tensor down to `shape`, which it must broadcast from:
     /// the gradient of a broadcast.
+    #[track_caller]
     pub(crate) fn sum_to(&self, shape: &[usize]) -> Tensor<T> {
         if self.shape() == shape {
             return self.clone();

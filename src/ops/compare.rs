@@ -7,6 +7,7 @@ use crate::ops::kernels::zip_map;
 use crate::{Float, Tensor};
 
 /// `1` where `holds(a, b)`, else `0`, broadcasting `a` and `b`; a leaf.
+#[track_caller]
 fn compare<T: Float>(op: &str, a: &Tensor<T>, b: &Tensor<T>, holds: impl Fn(T, T) -> bool) -> Tensor<T> {
     Tensor::from_value(zip_map(
         op,
@@ -27,6 +28,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the shapes do not broadcast together.
+    #[track_caller]
     pub fn gt(&self, other: &Tensor<T>) -> Tensor<T> {
         compare("gt", self, other, |a, b| a > b)
     }
@@ -41,6 +43,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the shapes do not broadcast together.
+    #[track_caller]
     pub fn lt(&self, other: &Tensor<T>) -> Tensor<T> {
         compare("lt", self, other, |a, b| a < b)
     }
@@ -55,6 +58,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the shapes do not broadcast together.
+    #[track_caller]
     pub fn ge(&self, other: &Tensor<T>) -> Tensor<T> {
         compare("ge", self, other, |a, b| a >= b)
     }
@@ -69,6 +73,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the shapes do not broadcast together.
+    #[track_caller]
     pub fn le(&self, other: &Tensor<T>) -> Tensor<T> {
         compare("le", self, other, |a, b| a <= b)
     }
@@ -86,6 +91,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the shapes do not broadcast together.
+    #[track_caller]
     pub fn eq_elem(&self, other: &Tensor<T>) -> Tensor<T> {
         compare("eq_elem", self, other, |a, b| a == b)
     }

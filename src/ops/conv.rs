@@ -40,6 +40,7 @@ impl Window {
     ///
     /// **Panics**, naming `op`, if the stride or a kernel size is 0 or the
     /// kernel is larger than the padded input.
+    #[track_caller]
     fn new(op: &str, input: &[usize], (kh, kw): (usize, usize), stride: usize, padding: usize) -> Window {
         let [n, c, h, w] = input.try_into().expect("a 4-D input");
         assert!(stride > 0, "{op}: stride must be positive, got 0");
@@ -69,6 +70,7 @@ impl Window {
 
     /// The output positions `o` (of `out`) at which kernel offset `k` reads
     /// inside an axis of `size` elements: `0 <= o·stride + k - padding < size`.
+    #[track_caller]
     fn valid(&self, k: usize, size: usize, out: usize) -> Range<usize> {
         let s = self.stride;
         let lo = self.padding.saturating_sub(k).div_ceil(s);
@@ -78,10 +80,12 @@ impl Window {
 
     /// The shape of `im2col`'s result: a row per (channel, kernel row,
     /// kernel column), a column per (image, output row, output column).
+    #[track_caller]
     fn cols_shape(&self) -> [usize; 2] {
         [self.c * self.kh * self.kw, self.n * self.oh * self.ow]
     }
 
+    #[track_caller]
     fn image_shape(&self) -> [usize; 4] {
         [self.n, self.c, self.h, self.w]
     }
@@ -89,6 +93,7 @@ impl Window {
     /// Calls `f(row, n, c, oy, iy, ox range, ix of the range's start)` for
     /// every run of output positions along a row of the output that reads
     /// inside the input: the loop `im2col` and `col2im` share.
+    #[track_caller]
     fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize, usize, usize, Range<usize>, usize)) {
         let (s, p) = (self.stride, self.padding);
         for c in 0..self.c {
@@ -115,6 +120,7 @@ impl Window {
 /// The columns of `x` (row-major `[n, c, h, w]`) under `win`: row
 /// `(c, ki, kj)`, column `(n, oy, ox)` holds the input element kernel
 /// offset `(ki, kj)` meets at output position `(oy, ox)` (0 in the padding).
+#[track_caller]
 fn im2col_kernel<T: Float>(x: &[T], win: &Window) -> Value<T> {
     let [rows, cols] = win.cols_shape();
     let mut out = filled(T::zero(), rows * cols);
@@ -135,6 +141,7 @@ fn im2col_kernel<T: Float>(x: &[T], win: &Window) -> Value<T> {
 
 /// The adjoint of [`im2col_kernel`]: an image of zeros with every column
 /// entry of `cols` added where it was read from.
+#[track_caller]
 fn col2im_kernel<T: Float>(cols_data: &[T], win: &Window) -> Value<T> {
     let cols = win.cols_shape()[1];
     let mut out = filled(T::zero(), win.image_shape().iter().product());
@@ -176,6 +183,7 @@ impl<T: Float> Tensor<T> {
     /// input's channels differ from the weight's second dimension, the bias
     /// is not `[O]`, the stride is 0 or the kernel is larger than the padded
     /// input (naming the shapes).
+    #[track_caller]
     pub fn conv2d(
         &self,
         weight: &Tensor<T>,
@@ -221,6 +229,7 @@ impl<T: Float> Tensor<T> {
     }
 
     /// The windows of an image batch as columns ([`im2col_kernel`]).
+    #[track_caller]
     fn im2col(&self, win: Window) -> Tensor<T> {
         let x = self.data().contiguous();
         let out = im2col_kernel(x.as_slice().expect("contiguous"), &win);
@@ -231,6 +240,7 @@ impl<T: Float> Tensor<T> {
     }
 
     /// Columns added back into an image batch ([`col2im_kernel`]).
+    #[track_caller]
     fn col2im(&self, win: Window) -> Tensor<T> {
         let cols = self.data().contiguous();
         let out = col2im_kernel(cols.as_slice().expect("contiguous"), &win);
@@ -243,6 +253,7 @@ impl<T: Float> Tensor<T> {
     /// with the elements moved, a block copy per `rest` slice. (A strided
     /// view instead would send every later elementwise op down ndarray's
     /// slow path.) Its adjoint is the same swap back.
+    #[track_caller]
     fn swap_outer(&self) -> Tensor<T> {
         let shape = self.shape();
         let (a, b) = (shape[0], shape[1]);
@@ -286,6 +297,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if the input is not 3-D or 4-D, `kernel_size` or `stride`
     /// is 0, or the kernel is larger than the input.
+    #[track_caller]
     pub fn max_pool2d(&self, kernel_size: usize, stride: usize) -> Tensor<T> {
         let xs = self.shape();
         match xs.len() {
@@ -304,6 +316,7 @@ impl<T: Float> Tensor<T> {
     /// `out[j] = self[index[j]]` (row-major positions), shaped `shape`:
     /// max pooling once the argmax of each window is known. Its adjoint is
     /// [`scatter_flat`](Tensor::scatter_flat).
+    #[track_caller]
     fn gather_flat(&self, index: &Arc<[usize]>, shape: &[usize]) -> Tensor<T> {
         let x = self.data().contiguous();
         let src = x.as_slice().expect("contiguous");
@@ -321,6 +334,7 @@ impl<T: Float> Tensor<T> {
 
     /// Zeros of `shape` with `self`'s `j`-th element added at row-major
     /// position `index[j]` (repeats accumulate): max pooling's backward.
+    #[track_caller]
     fn scatter_flat(&self, index: &Arc<[usize]>, shape: &[usize]) -> Tensor<T> {
         let g = self.data().contiguous();
         let mut out = filled(T::zero(), shape.iter().product());
@@ -342,6 +356,7 @@ impl<T: Float> Tensor<T> {
 /// row-major position of its largest element: the first one scanning row
 /// by row, unless a NaN comes later (then the last NaN), as PyTorch's
 /// `max_pool2d` kernel (`val > max || isnan(val)`).
+#[track_caller]
 fn argmax_windows<T: Float>(x: &[T], win: &Window) -> Vec<usize> {
     let plane = win.h * win.w;
     let mut index = Vec::with_capacity(win.n * win.c * win.oh * win.ow);

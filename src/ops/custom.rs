@@ -34,11 +34,14 @@ use std::sync::Arc;
 /// ```
 pub trait CustomOp<T: Float>: Send + Sync {
     /// The op's name, used in `grad_fn_name` and messages.
+    #[track_caller]
     fn name(&self) -> &str;
     /// The output, from the inputs.
+    #[track_caller]
     fn forward(&self, inputs: &[ArrayD<T>]) -> ArrayD<T>;
     /// One gradient per input (`None` where the input gets none), each of
     /// its input's shape.
+    #[track_caller]
     fn backward(
         &self,
         inputs: &[ArrayD<T>],
@@ -52,6 +55,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if the op's backward returns the wrong number of gradients
     /// or a gradient of the wrong shape (naming the op).
+    #[track_caller]
     pub fn apply_op(op: Arc<dyn CustomOp<T>>, inputs: &[Tensor<T>]) -> Tensor<T> {
         let arrays: Vec<ArrayD<T>> = inputs.iter().map(Tensor::to_array).collect();
         let out = Value::from_array(op.forward(&arrays));
@@ -94,6 +98,7 @@ impl<T: Float> Tensor<T> {
 /// Under `create_graph`, ties a CustomOp's gradient to what it was computed
 /// from with a node that refuses to be differentiated, so that a second
 /// derivative panics instead of being silently zero.
+#[track_caller]
 fn once_differentiable<T: Float>(name: &str, grad: Tensor<T>, g: &Tensor<T>, xs: &[Tensor<T>]) -> Tensor<T> {
     let mut from: Vec<&Tensor<T>> = vec![g];
     from.extend(xs);

@@ -22,6 +22,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if `dim` is out of range or an index is not below the size
     /// of `dim`.
+    #[track_caller]
     pub fn index_select(&self, dim: usize, index: &[usize]) -> Tensor<T> {
         check_dim("index_select", dim, self.shape());
         let size = self.shape()[dim];
@@ -57,6 +58,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if `weight` is not 2-D, or an id is not a whole number in
     /// `0..num_embeddings` (naming it and its position).
+    #[track_caller]
     pub fn embedding(&self, weight: &Tensor<T>) -> Tensor<T> {
         let ws = weight.shape();
         assert!(
@@ -90,6 +92,7 @@ impl<T: Float> Tensor<T> {
 
     /// A tensor with `size` entries along `dim`, zero but for `self`'s
     /// entries added at `index`: the adjoint of `index_select`.
+    #[track_caller]
     fn index_add_to(&self, dim: usize, index: &Arc<[usize]>, size: usize) -> Tensor<T> {
         let mut shape = dims(self.shape());
         shape[dim] = size;
@@ -123,6 +126,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if the number of dimensions differ, `index` is larger than
     /// `self` outside `dim`, or an index is out of range.
+    #[track_caller]
     pub fn gather(&self, dim: usize, index: &ArrayD<usize>) -> Tensor<T> {
         check_dim("gather", dim, self.shape());
         let shape = self.shape();
@@ -163,6 +167,7 @@ impl<T: Float> Tensor<T> {
 
     /// A tensor of `shape`, zero but for `self`'s entries added where
     /// `index` points along `dim`: the adjoint of `gather`.
+    #[track_caller]
     pub(crate) fn scatter_add_to(
         &self,
         dim: usize,

@@ -22,6 +22,7 @@ impl<T: Float> Tensor<T> {
     /// one). Bumps the version.
     ///
     /// **Panics**, naming `op`, as [`add_`](Tensor::add_) documents.
+    #[track_caller]
     pub(crate) fn update_<const N: usize>(
         &self,
         op: &str,
@@ -84,27 +85,32 @@ impl<T: Float> Tensor<T> {
     /// [`no_grad`](crate::no_grad), on a tensor with history, when `other`
     /// requires grad (outside `no_grad`), and when `other` does not
     /// broadcast to `self`'s shape.
+    #[track_caller]
     pub fn add_(&self, other: &Tensor<T>) {
         self.update_("add_", [other], |x, [o]| x + o);
     }
 
     /// `self -= other` in place; see [`add_`](Tensor::add_).
+    #[track_caller]
     pub fn sub_(&self, other: &Tensor<T>) {
         self.update_("sub_", [other], |x, [o]| x - o);
     }
 
     /// `self *= other` in place; see [`add_`](Tensor::add_).
+    #[track_caller]
     pub fn mul_(&self, other: &Tensor<T>) {
         self.update_("mul_", [other], |x, [o]| x * o);
     }
 
     /// Copies `src` (broadcast to `self`'s shape) into `self`; see
     /// [`add_`](Tensor::add_).
+    #[track_caller]
     pub fn copy_(&self, src: &Tensor<T>) {
         self.update_("copy_", [src], |_, [s]| s);
     }
 
     /// Sets every element to `v`; see [`add_`](Tensor::add_).
+    #[track_caller]
     pub fn fill_(&self, v: T) {
         self.update_("fill_", [], |_, []| v);
     }
@@ -122,6 +128,7 @@ impl<T: Float> Tensor<T> {
     /// **Panics** on a leaf that requires grad unless under
     /// [`no_grad`](crate::no_grad), and on a tensor with history (as
     /// [`add_`](Tensor::add_)).
+    #[track_caller]
     pub fn add_scalar_(&self, v: T) {
         self.update_("add_scalar_", [], |x, []| x + v);
     }
@@ -137,6 +144,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** as [`add_scalar_`](Tensor::add_scalar_).
+    #[track_caller]
     pub fn mul_scalar_(&self, v: T) {
         self.update_("mul_scalar_", [], |x, []| x * v);
     }
@@ -155,6 +163,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** as [`add_`](Tensor::add_), for either operand.
+    #[track_caller]
     pub fn addcmul_(&self, a: &Tensor<T>, b: &Tensor<T>, value: T) {
         self.update_("addcmul_", [a, b], |x, [a, b]| x + value * a * b);
     }
@@ -170,6 +179,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** as [`add_`](Tensor::add_), for either operand.
+    #[track_caller]
     pub fn addcdiv_(&self, a: &Tensor<T>, b: &Tensor<T>, value: T) {
         self.update_("addcdiv_", [a, b], |x, [a, b]| x + value * a / b);
     }
@@ -179,6 +189,7 @@ impl<T: Float> Tensor<T> {
 /// `shape`, the operands broadcast to it: on plain slices when every
 /// operand is row-major of that shape (the loop an optimizer runs), through
 /// ndarray's strided iterators otherwise.
+#[track_caller]
 fn apply<T: Float, const N: usize>(
     dst: &mut [T],
     shape: &[usize],

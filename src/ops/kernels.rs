@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 
 /// `f` of every element, into a fresh buffer: row-major, or in the memory
 /// order of elements that lie back to back in another order.
+#[track_caller]
 pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
     if let Some(s) = x.as_slice() {
         return Value::from_vec(collect_data(s.len(), s.iter().map(|&v| f(v))), &x.shape);
@@ -37,11 +38,13 @@ pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
 /// does (`a` and `b` may be one tensor: [`Tensor::read_pair`] reads them).
 ///
 /// **Panics** (naming `op` and both shapes) if they do not broadcast.
+#[track_caller]
 pub(crate) fn zip_map<T: Float>(op: &str, a: &Tensor<T>, b: &Tensor<T>, f: impl Fn(T, T) -> T) -> Value<T> {
     Tensor::read_pair(a, b, |a, b| zip_values(op, a, b, f))
 }
 
 /// [`zip_map`] on the operands' data.
+#[track_caller]
 fn zip_values<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn(T, T) -> T) -> Value<T> {
     if a.shape == b.shape {
         if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
@@ -73,6 +76,7 @@ fn zip_values<T: Float>(op: &str, a: &Value<T>, b: &Value<T>, f: impl Fn(T, T) -
 /// written over `a`'s own elements when no one else can see them and `a` is
 /// a leaf that needs no gradient; the result is `a` itself, with no
 /// allocation. `Err(a)`, untouched, otherwise.
+#[track_caller]
 pub(crate) fn map_reusing_leaf<T: Float>(
     mut a: Tensor<T>,
     f: impl Fn(T) -> T,
@@ -85,6 +89,7 @@ pub(crate) fn map_reusing_leaf<T: Float>(
 
 /// As [`map_reusing_leaf`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
 /// shape.
+#[track_caller]
 pub(crate) fn zip_reusing_leaf<T: Float>(
     mut a: Tensor<T>,
     b: &Tensor<T>,
@@ -101,6 +106,7 @@ pub(crate) fn zip_reusing_leaf<T: Float>(
 /// ([`zip_reusing_leaf`]). `Err`: `a` back with the output for the op to record,
 /// written over `a`'s buffer when the op does not save `a` (`saves_a`) and
 /// no one else sees it ([`zip_reusing_buffer`]), else in a fresh one.
+#[track_caller]
 pub(crate) fn zip_reusing_operand<T: Float>(
     op: &str,
     a: Tensor<T>,
@@ -124,6 +130,7 @@ pub(crate) fn zip_reusing_operand<T: Float>(
 /// For an op that consumes `a` and does not save it: `f` of every element,
 /// written over `a`'s own elements when no one else can see them; the op's
 /// output, over the same buffer. `None`, `a` untouched, otherwise.
+#[track_caller]
 pub(crate) fn map_reusing_buffer<T: Float>(a: &mut Tensor<T>, f: impl Fn(T) -> T) -> Option<Value<T>> {
     let recorded = should_record(&[a]);
     map_in_place(a, f).then(|| reused_as_output(a, recorded))
@@ -131,6 +138,7 @@ pub(crate) fn map_reusing_buffer<T: Float>(a: &mut Tensor<T>, f: impl Fn(T) -> T
 
 /// As [`map_reusing_buffer`] for `f(a, b)` elementwise, when `b` broadcasts to `a`'s
 /// shape.
+#[track_caller]
 pub(crate) fn zip_reusing_buffer<T: Float>(
     a: &mut Tensor<T>,
     b: &Tensor<T>,
@@ -142,6 +150,7 @@ pub(crate) fn zip_reusing_buffer<T: Float>(
 
 /// `a`'s data, now an op's output: graph memory if the op is recorded (as
 /// `record` marks a buffer an op made).
+#[track_caller]
 fn reused_as_output<T: Float>(a: &Tensor<T>, recorded: bool) -> Value<T> {
     let out = a.value();
     if recorded {
@@ -152,6 +161,7 @@ fn reused_as_output<T: Float>(a: &Tensor<T>, recorded: bool) -> Value<T> {
 
 /// Writes `f` of every element over `a`'s elements, if no one else can see
 /// them ([`Tensor::unshared_elements`]).
+#[track_caller]
 fn map_in_place<T: Float>(a: &mut Tensor<T>, f: impl Fn(T) -> T) -> bool {
     let Some(elems) = a.unshared_elements() else {
         return false;
@@ -162,6 +172,7 @@ fn map_in_place<T: Float>(a: &mut Tensor<T>, f: impl Fn(T) -> T) -> bool {
 
 /// Writes `f(a, b)` elementwise over `a`'s elements, if no one else can see
 /// them and `b` broadcasts to `a`'s shape.
+#[track_caller]
 fn zip_in_place<T: Float>(a: &mut Tensor<T>, b: &Tensor<T>, f: impl Fn(T, T) -> T) -> bool {
     let shape = dims(a.shape());
     let b = b.data();
@@ -191,6 +202,7 @@ fn zip_in_place<T: Float>(a: &mut Tensor<T>, b: &Tensor<T>, f: impl Fn(T, T) -> 
 ///
 /// # Safety
 /// `c` must have room for `a.nrows() * b.ncols()` elements.
+#[track_caller]
 pub(crate) unsafe fn gemm_into<T: Float>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, c: *mut T) {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     let (sa, sb) = (a.strides(), b.strides());

@@ -18,6 +18,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if the shapes differ (PyTorch broadcasts them with a
     /// warning, which turns `[N, 1]` against `[N]` into an `[N, N]` loss).
+    #[track_caller]
     pub fn mse_loss(&self, target: &Tensor<T>) -> Tensor<T> {
         assert_eq!(
             self.shape(),
@@ -41,6 +42,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** unless `self` is `[N, C]` with `targets.len() == N` and
     /// every target below C (naming the target and the class count).
+    #[track_caller]
     pub fn nll_loss(&self, targets: &[usize]) -> Tensor<T> {
         let index = class_index("nll_loss", self.shape(), targets);
         -self.gather(1, &index).mean()
@@ -57,6 +59,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** as [`nll_loss`](Tensor::nll_loss) does.
+    #[track_caller]
     pub fn cross_entropy(&self, targets: &[usize]) -> Tensor<T> {
         class_index("cross_entropy", self.shape(), targets);
         self.log_softmax(1).nll_loss(targets)
@@ -74,6 +77,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the shapes differ.
+    #[track_caller]
     pub fn binary_cross_entropy_with_logits(&self, target: &Tensor<T>) -> Tensor<T> {
         assert_eq!(
             self.shape(),
@@ -106,6 +110,7 @@ impl<T: Float> Tensor<T> {
 
 /// Checks `[N, C]` logits against N targets below C; the targets as a
 /// `[N, 1]` index for `gather`.
+#[track_caller]
 fn class_index(op: &str, shape: &[usize], targets: &[usize]) -> ArrayD<usize> {
     assert!(
         shape.len() == 2,

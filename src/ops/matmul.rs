@@ -30,6 +30,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if an operand is 0-D, the inner dimensions differ, or the
     /// batch dimensions do not broadcast (naming both shapes).
+    #[track_caller]
     pub fn matmul(&self, other: &Tensor<T>) -> Tensor<T> {
         let (a, b) = (self.shape(), other.shape());
         assert!(
@@ -75,6 +76,7 @@ impl<T: Float> Tensor<T> {
     }
 
     /// Swaps the last two dimensions (a view).
+    #[track_caller]
     fn transpose_last(&self) -> Tensor<T> {
         let n = self.ndim();
         self.transpose(n - 2, n - 1)
@@ -83,6 +85,7 @@ impl<T: Float> Tensor<T> {
 
 /// `a @ b` for operands of 2 or more dimensions with equal batch
 /// dimensions.
+#[track_caller]
 fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     let (va, vb) = (a.value(), b.value());
     let (va, vb) = (va.view(), vb.view());
@@ -148,6 +151,7 @@ fn batched_matmul<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
 }
 
 /// The `i`-th matrix (row-major over the batch dimensions) of a view.
+#[track_caller]
 fn matrix_at<'a, T: Float>(v: &ArrayViewD<'a, T>, batch: &[usize], i: usize) -> ArrayView2<'a, T> {
     let mut index: SmallVec<[usize; 4]> = smallvec![0; batch.len()];
     let mut rest = i;

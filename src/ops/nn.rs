@@ -16,6 +16,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if `dim` is out of range.
+    #[track_caller]
     pub fn softmax(&self, dim: usize) -> Tensor<T> {
         check_dim("softmax", dim, self.shape());
         // A composite with a constant shift: exp(x - m) / Σ exp(x - m).
@@ -31,6 +32,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if `dim` is out of range.
+    #[track_caller]
     pub fn log_softmax(&self, dim: usize) -> Tensor<T> {
         check_dim("log_softmax", dim, self.shape());
         self - self.logsumexp_dim(dim, true)
@@ -49,6 +51,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** unless `0 <= p <= 1`.
+    #[track_caller]
     pub fn dropout(&self, p: T, train: bool) -> Tensor<T> {
         assert!(
             p >= T::zero() && p <= T::one(),

@@ -29,6 +29,7 @@ thread_local! {
 }
 
 /// The senders to the worker threads, started on first use.
+#[track_caller]
 fn workers() -> &'static [Mutex<Sender<Job>>] {
     static WORKERS: OnceLock<Vec<Mutex<Sender<Job>>>> = OnceLock::new();
     WORKERS.get_or_init(|| {
@@ -45,6 +46,7 @@ fn workers() -> &'static [Mutex<Sender<Job>>] {
     })
 }
 
+#[track_caller]
 fn work(rx: Receiver<Job>) {
     IS_WORKER.with(|w| w.set(true));
     for (part, done) in rx {
@@ -54,6 +56,7 @@ fn work(rx: Receiver<Job>) {
 }
 
 /// How many threads kernels split over.
+#[track_caller]
 pub(crate) fn threads() -> usize {
     static THREADS: OnceLock<usize> = OnceLock::new();
     *THREADS.get_or_init(|| {
@@ -69,6 +72,7 @@ pub(crate) fn threads() -> usize {
 /// returns when all are done. A panic in a part is raised here, after the
 /// others have finished. At most [`threads`] parts should be given: extra
 /// parts queue behind the others.
+#[track_caller]
 pub(crate) fn run(mut parts: Vec<Part<'_>>) {
     if parts.len() <= 1 || IS_WORKER.with(|w| w.get()) || workers().is_empty() {
         parts.into_iter().for_each(|p| p());

@@ -16,6 +16,7 @@ impl<T: Float> Tensor<T> {
     /// let s = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).sum();
     /// assert_eq!((s.shape(), s.item()), (&[][..], 6.0));
     /// ```
+    #[track_caller]
     pub fn sum(&self) -> Tensor<T> {
         // d Σx = dx broadcast to every element
         let total = sum_all(&self.data().view());
@@ -32,6 +33,7 @@ impl<T: Float> Tensor<T> {
     /// let m = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).mean();
     /// assert_eq!(m.item(), 2.0);
     /// ```
+    #[track_caller]
     pub fn mean(&self) -> Tensor<T> {
         // mean = Σx / n: its gradient comes from sum's and div's.
         self.sum() / T::of(self.numel() as f64)
@@ -46,6 +48,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if `dim` is out of range.
+    #[track_caller]
     pub fn sum_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("sum_dim", dim, self.shape());
         // d Σ_dim x = dx broadcast along dim
@@ -75,6 +78,7 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
     /// assert_eq!(t.mean_dim(1, false).to_vec(), vec![1.5, 3.5]);
     /// ```
+    #[track_caller]
     pub fn mean_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("mean_dim", dim, self.shape());
         self.sum_dim(dim, keepdim) / T::of(self.shape()[dim] as f64)
@@ -88,6 +92,7 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], &[4]);
     /// assert!((t.var_dim(0, false).item() - 5.0 / 3.0).abs() < 1e-15);
     /// ```
+    #[track_caller]
     pub fn var_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("var_dim", dim, self.shape());
         // Σ (x - mean)² / (n - 1), the divisor at least 0 (as PyTorch's
@@ -122,6 +127,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if `dim` is out of range or has size 0.
+    #[track_caller]
     pub fn max_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         self.max_dim_with_indices(dim, keepdim).0
     }
@@ -132,6 +138,7 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 5.0, 3.0, 2.0], &[2, 2]);
     /// assert_eq!(t.min_dim(1, false).to_vec(), vec![1.0, 2.0]);
     /// ```
+    #[track_caller]
     pub fn min_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         self.min_dim_with_indices(dim, keepdim).0
     }
@@ -144,11 +151,13 @@ impl<T: Float> Tensor<T> {
     /// let (_, idx) = t.max_dim_with_indices(1, false);
     /// assert_eq!(idx.into_raw_vec_and_offset().0, vec![1, 0]);
     /// ```
+    #[track_caller]
     pub fn max_dim_with_indices(&self, dim: usize, keepdim: bool) -> (Tensor<T>, ArrayD<usize>) {
         self.select_dim("max_dim", "MaxBackward", dim, keepdim, |x, best| x > best)
     }
 
     /// [`min_dim`](Tensor::min_dim) and the index of each minimum.
+    #[track_caller]
     pub fn min_dim_with_indices(&self, dim: usize, keepdim: bool) -> (Tensor<T>, ArrayD<usize>) {
         self.select_dim("min_dim", "MinBackward", dim, keepdim, |x, best| x < best)
     }
@@ -159,6 +168,7 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 5.0, 3.0, 2.0], &[2, 2]);
     /// assert_eq!(t.argmax_dim(1, false).into_raw_vec_and_offset().0, vec![1, 0]);
     /// ```
+    #[track_caller]
     pub fn argmax_dim(&self, dim: usize, keepdim: bool) -> ArrayD<usize> {
         no_grad(|| self.max_dim_with_indices(dim, keepdim).1)
     }
@@ -166,6 +176,7 @@ impl<T: Float> Tensor<T> {
     /// The element along `dim` that `better(x, best)` prefers (the first one
     /// at ties; NaN is preferred to everything), and its index. Backward
     /// scatters the gradient to that index.
+    #[track_caller]
     fn select_dim(
         &self,
         op: &str,
@@ -224,6 +235,7 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1000.0f64, 1000.0], &[2]);
     /// assert!((t.logsumexp_dim(0, false).item() - (1000.0 + 2f64.ln())).abs() < 1e-12);
     /// ```
+    #[track_caller]
     pub fn logsumexp_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("logsumexp_dim", dim, self.shape());
         // m + ln Σ exp(x - m) with m a constant: the gradient, softmax(x),
@@ -243,6 +255,7 @@ impl<T: Float> Tensor<T> {
     /// The maximum along `dim` (kept), as a constant (0 along an empty
     /// `dim`): the shift that keeps `exp` in range. Softmax subtracts it as
     /// it is, as PyTorch (a lane holding +inf or only -inf is NaN).
+    #[track_caller]
     pub(crate) fn max_shift(&self, dim: usize) -> Tensor<T> {
         if self.shape()[dim] == 0 {
             let mut kept = dims(self.shape());

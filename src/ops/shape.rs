@@ -15,6 +15,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if a dimension is out of range.
+    #[track_caller]
     pub fn transpose(&self, d0: usize, d1: usize) -> Tensor<T> {
         let n = self.ndim();
         assert!(
@@ -36,6 +37,7 @@ impl<T: Float> Tensor<T> {
     /// returned as they are, as PyTorch does.
     ///
     /// **Panics** for more than 2 dimensions (use `transpose`).
+    #[track_caller]
     pub fn t(&self) -> Tensor<T> {
         match self.ndim() {
             0 | 1 => self.clone(),
@@ -56,6 +58,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the number of elements differs.
+    #[track_caller]
     pub fn reshape(&self, shape: &[usize]) -> Tensor<T> {
         let n = layout::numel("reshape", shape);
         assert_eq!(
@@ -82,6 +85,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** unless `dims` is a permutation of `0..ndim`.
+    #[track_caller]
     pub fn permute(&self, order: &[usize]) -> Tensor<T> {
         let n = self.ndim();
         let mut seen = vec![false; n];
@@ -116,6 +120,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if `dim > ndim()`.
+    #[track_caller]
     pub fn unsqueeze(&self, dim: usize) -> Tensor<T> {
         assert!(
             dim <= self.ndim(),
@@ -143,6 +148,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if `dim >= ndim()`.
+    #[track_caller]
     pub fn squeeze(&self, dim: usize) -> Tensor<T> {
         assert!(
             dim < self.ndim(),
@@ -170,6 +176,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if `dim` is out of range or the slice does not fit.
+    #[track_caller]
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Tensor<T> {
         assert!(
             dim < self.ndim(),
@@ -223,6 +230,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** if `tensors` is empty, `dim` is out of range, or the other
     /// sizes differ (naming the shapes).
+    #[track_caller]
     pub fn cat(tensors: &[Tensor<T>], dim: usize) -> Tensor<T> {
         assert!(!tensors.is_empty(), "cat: expects at least one tensor");
         let first = tensors[0].shape();
@@ -281,6 +289,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if `tensors` is empty, the shapes differ, or `dim > ndim`.
+    #[track_caller]
     pub fn stack(tensors: &[Tensor<T>], dim: usize) -> Tensor<T> {
         assert!(!tensors.is_empty(), "stack: expects at least one tensor");
         let first = tensors[0].shape();

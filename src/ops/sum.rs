@@ -29,11 +29,13 @@ const BLOCK: usize = 256;
 const ROWS: usize = 16;
 
 /// Σ `xs`, pairwise.
+#[track_caller]
 pub(crate) fn sum_slice<T: Float>(xs: &[T]) -> T {
     pairwise(0..xs.len(), &|r| sum_block(&xs[r]))
 }
 
 /// Σ of all elements of a view of any layout, pairwise.
+#[track_caller]
 pub(crate) fn sum_all<T: Float>(v: &ArrayViewD<'_, T>) -> T {
     if let Some(xs) = v.as_slice_memory_order() {
         return sum_slice(xs);
@@ -50,6 +52,7 @@ pub(crate) fn sum_all<T: Float>(v: &ArrayViewD<'_, T>) -> T {
 /// Σ along `axis` of a view of any layout: the elements of the result
 /// (shape: the view's without `axis`), row-major. Zeros along an empty
 /// axis, as PyTorch.
+#[track_caller]
 pub(crate) fn sum_axis<T: Float>(v: &ArrayViewD<'_, T>, axis: usize) -> Data<T> {
     let n = v.len_of(Axis(axis));
     let outer: usize = v.shape()[..axis].iter().product();
@@ -86,6 +89,7 @@ pub(crate) fn sum_axis<T: Float>(v: &ArrayViewD<'_, T>, axis: usize) -> Data<T> 
 
 /// Σ of a 1-D view of any stride, pairwise; a strided block is gathered
 /// into a local array first, so that it is summed as a slice.
+#[track_caller]
 fn sum_lane<T: Float>(lane: ArrayView1<'_, T>) -> T {
     if let Some(xs) = lane.as_slice_memory_order() {
         return sum_slice(xs);
@@ -102,6 +106,7 @@ fn sum_lane<T: Float>(lane: ArrayView1<'_, T>) -> T {
 
 /// Σ of `block(r)` over the leaves `r` of `range` (ranges of up to
 /// [`BLOCK`] indices), added as a balanced binary tree.
+#[track_caller]
 fn pairwise<T: Float>(range: Range<usize>, block: &impl Fn(Range<usize>) -> T) -> T {
     if range.len() <= BLOCK {
         return block(range);
@@ -112,6 +117,7 @@ fn pairwise<T: Float>(range: Range<usize>, block: &impl Fn(Range<usize>) -> T) -
 
 /// `blocks` sums of `n` rows of `width` elements, row-major:
 /// `add_row(out, b, k)` adds row `k` of block `b` into `out`.
+#[track_caller]
 fn sum_rows<T: Float>(
     blocks: usize,
     width: usize,
@@ -132,6 +138,7 @@ fn sum_rows<T: Float>(
 /// [`ROWS`] rows added in sequence, the partial sums paired as in
 /// [`pairwise`]. `scratch` holds a partial row for each level of pairing
 /// below this one.
+#[track_caller]
 fn pairwise_rows<T: Float>(
     add_row: &impl Fn(&mut [T], usize),
     range: Range<usize>,
@@ -153,6 +160,7 @@ fn pairwise_rows<T: Float>(
 }
 
 /// `out += xs`, elementwise.
+#[track_caller]
 fn add_slice<T: Float>(out: &mut [T], xs: &[T]) {
     out.iter_mut().zip(xs).for_each(|(o, &x)| *o = *o + x);
 }
@@ -160,6 +168,7 @@ fn add_slice<T: Float>(out: &mut [T], xs: &[T]) {
 /// Where `range` (longer than `leaf`) splits: after the first half of its
 /// leaves of `leaf` indices, rounded up, so that every leaf but the last is
 /// full and the tree has depth ⌈log₂ leaves⌉.
+#[track_caller]
 fn split(range: &Range<usize>, leaf: usize) -> usize {
     range.start + range.len().div_ceil(leaf).div_ceil(2) * leaf
 }
@@ -167,6 +176,7 @@ fn split(range: &Range<usize>, leaf: usize) -> usize {
 /// Σ `xs` for at most [`BLOCK`] elements: [`LANES`] running totals, added
 /// pairwise at the end. Every total starts at +0, so an empty sum is +0 and
 /// a sum of -0s is +0, as PyTorch (a fold of Rust's `Sum` starts at -0).
+#[track_caller]
 fn sum_block<T: Float>(xs: &[T]) -> T {
     if xs.len() < LANES {
         return xs.iter().fold(T::zero(), |s, &x| s + x);

@@ -18,6 +18,7 @@ pub(crate) trait Step<T>: Fn(T) -> T + Clone + Send + Sync + 'static {}
 impl<T, S: Fn(T) -> T + Clone + Send + Sync + 'static> Step<T> for S {}
 
 /// `1 / sqrt(2)`, `2 / sqrt(pi)` as `T`.
+#[track_caller]
 fn frac_1_sqrt_2<T: Float>() -> T {
     T::of(std::f64::consts::FRAC_1_SQRT_2)
 }
@@ -25,11 +26,13 @@ fn frac_1_sqrt_2<T: Float>() -> T {
 impl<T: Float> Tensor<T> {
     /// `f` of every element, as a constant (never recorded): masks and
     /// other piecewise-constant factors of derivatives.
+    #[track_caller]
     pub(crate) fn constant_map(&self, f: impl Fn(T) -> T) -> Tensor<T> {
         Tensor::from_value(map(&self.data(), f))
     }
 
     /// A recorded elementwise op: `f` forward, `rule` backward.
+    #[track_caller]
     fn unary(
         &self,
         name: &'static str,
@@ -49,6 +52,7 @@ impl<T: Float> Tensor<T> {
     /// differentiable: by `step(x)` in `self`, and 0 in `x` (as PyTorch's
     /// `threshold_backward`). Consumes `self`, to write over it when it can
     /// ([`zip_reusing_leaf`]).
+    #[track_caller]
     pub(crate) fn mul_step(self, x: &Tensor<T>, step: impl Step<T>) -> Tensor<T> {
         // Saves `x` only: the result may take over `self`'s buffer.
         let (g, out) = match zip_reusing_operand("mul_step", self, x, false, |g, v| g * step(v)) {
@@ -77,6 +81,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![0.0f64], &[1]).exp();
     /// assert_eq!(y.item(), 1.0);
     /// ```
+    #[track_caller]
     pub fn exp(&self) -> Tensor<T> {
         // d exp(x) = exp(x) dx
         self.unary("ExpBackward", T::exp, Role::Output, |g, y| g * y)
@@ -88,6 +93,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![1.0f64], &[1]).ln();
     /// assert_eq!(y.item(), 0.0);
     /// ```
+    #[track_caller]
     pub fn ln(&self) -> Tensor<T> {
         // d ln(x) = dx / x
         self.unary("LogBackward", T::ln, Role::Input(0), |g, x| g / x)
@@ -99,6 +105,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![1e-10f64], &[1]).log1p();
     /// assert_eq!(y.item(), 1e-10 - 5e-21);
     /// ```
+    #[track_caller]
     pub fn log1p(&self) -> Tensor<T> {
         // d ln(1 + x) = dx / (1 + x)
         self.unary("Log1PBackward", T::ln_1p, Role::Input(0), |g, x| {
@@ -112,6 +119,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![9.0f32], &[1]).sqrt();
     /// assert_eq!(y.item(), 3.0);
     /// ```
+    #[track_caller]
     pub fn sqrt(&self) -> Tensor<T> {
         // d √x = dx / (2 √x)
         self.unary("SqrtBackward", T::sqrt, Role::Output, |g, y| g / (y * T::of(2.0)))
@@ -123,6 +131,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![-2.0f32, 3.0], &[2]).abs();
     /// assert_eq!(y.to_vec(), vec![2.0, 3.0]);
     /// ```
+    #[track_caller]
     pub fn abs(&self) -> Tensor<T> {
         // d |x| = sign(x) dx, with sign(0) = 0 and sign(NaN) = 0 (as
         // PyTorch's `sgn`)
@@ -146,6 +155,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![0.0f64], &[1]).sin();
     /// assert_eq!(y.item(), 0.0);
     /// ```
+    #[track_caller]
     pub fn sin(&self) -> Tensor<T> {
         // d sin(x) = cos(x) dx
         self.unary("SinBackward", T::sin, Role::Input(0), |g, x| g * x.cos())
@@ -157,6 +167,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![0.0f64], &[1]).cos();
     /// assert_eq!(y.item(), 1.0);
     /// ```
+    #[track_caller]
     pub fn cos(&self) -> Tensor<T> {
         // d cos(x) = -sin(x) dx
         self.unary("CosBackward", T::cos, Role::Input(0), |g, x| -(g * x.sin()))
@@ -168,6 +179,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![0.0f32], &[1]).tanh();
     /// assert_eq!(y.item(), 0.0);
     /// ```
+    #[track_caller]
     pub fn tanh(&self) -> Tensor<T> {
         // d tanh(x) = (1 - tanh²(x)) dx
         self.unary("TanhBackward", T::tanh_op, Role::Output, tanh_backward)
@@ -179,6 +191,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![0.0f32], &[1]).sigmoid();
     /// assert_eq!(y.item(), 0.5);
     /// ```
+    #[track_caller]
     pub fn sigmoid(&self) -> Tensor<T> {
         // d σ(x) = σ(x) (1 - σ(x)) dx
         self.unary("SigmoidBackward", sigmoid, Role::Output, sigmoid_backward)
@@ -190,6 +203,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![-1.0f32, 2.0], &[2]).relu();
     /// assert_eq!(y.to_vec(), vec![0.0, 2.0]);
     /// ```
+    #[track_caller]
     pub fn relu(&self) -> Tensor<T> {
         // d relu(x) = [x > 0] dx (0 at x = 0); y > 0 iff x > 0. As
         // PyTorch's `clamp_min` and `threshold_backward`, relu(-0) = -0,
@@ -207,6 +221,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![-1.0f64, 2.0], &[2]).leaky_relu(0.1);
     /// assert_eq!(y.to_vec(), vec![-0.1, 2.0]);
     /// ```
+    #[track_caller]
     pub fn leaky_relu(&self, slope: T) -> Tensor<T> {
         // d leaky_relu(x) = (x > 0 ? 1 : slope) dx
         let f = move |x: T| if x > T::zero() { x } else { x * slope };
@@ -226,6 +241,7 @@ impl<T: Float> Tensor<T> {
     /// A NaN bound makes every element NaN, with gradient 0, as PyTorch.
     ///
     /// **Panics** if `min > max`.
+    #[track_caller]
     pub fn clamp(&self, min: T, max: T) -> Tensor<T> {
         let nan_bound = min.is_nan() || max.is_nan();
         assert!(
@@ -257,6 +273,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![3.0f64], &[1]).powf(2.0);
     /// assert_eq!(y.item(), 9.0);
     /// ```
+    #[track_caller]
     pub fn powf(&self, p: T) -> Tensor<T> {
         // d xᵖ = p xᵖ⁻¹ dx (0 for p = 0, also at x = 0)
         self.unary(
@@ -279,6 +296,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![0.0f64], &[1]).erf();
     /// assert_eq!(y.item(), 0.0);
     /// ```
+    #[track_caller]
     pub fn erf(&self) -> Tensor<T> {
         // d erf(x) = 2/√π e^(-x²) dx
         let two_over_sqrt_pi = T::of(std::f64::consts::FRAC_2_SQRT_PI);
@@ -294,6 +312,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![0.0f64, 1.0], &[2]).gelu();
     /// assert!((y.to_vec()[1] - 0.8413447460685429).abs() < 1e-15);
     /// ```
+    #[track_caller]
     pub fn gelu(&self) -> Tensor<T> {
         // gelu(x) = x (1 + erf(x / √2)) / 2: a composite, so its gradient
         // (Φ(x) + x φ(x)) comes from erf's and mul's.
@@ -308,6 +327,7 @@ impl<T: Float> Tensor<T> {
     /// let y = tapegrad::Tensor::from_vec(vec![0.0f64, 30.0], &[2]).softplus();
     /// assert_eq!(y.to_vec(), vec![2f64.ln(), 30.0]);
     /// ```
+    #[track_caller]
     pub fn softplus(&self) -> Tensor<T> {
         // d softplus(x) = σ(x) dx, and dx above the threshold
         let threshold = T::of(20.0);
@@ -323,6 +343,7 @@ impl<T: Float> Tensor<T> {
 /// `g (1 - y²)`, the gradient of `y = tanh(x)`, in one pass (one buffer
 /// instead of four: W1's backward is mostly this). Differentiable, for
 /// `create_graph`: by `1 - y²` in `g` and `-2 g y` in `y`.
+#[track_caller]
 fn tanh_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
     let (g, out) = match zip_reusing_operand("tanh_backward", g, y, true, |g, y| g * (T::one() - y * y)) {
         Ok(done) => return done,
@@ -340,6 +361,7 @@ fn tanh_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
 
 /// `g y (1 - y)`, the gradient of `y = σ(x)`, in one pass. Differentiable:
 /// by `y (1 - y)` in `g` and `g (1 - 2y)` in `y`.
+#[track_caller]
 fn sigmoid_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
     let (g, out) = match zip_reusing_operand("sigmoid_backward", g, y, true, |g, y| g * y * (T::one() - y)) {
         Ok(done) => return done,
@@ -357,6 +379,7 @@ fn sigmoid_backward<T: Float>(g: Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
 }
 
 /// The logistic function, without overflow for large |x|.
+#[track_caller]
 pub(crate) fn sigmoid<T: Float>(x: T) -> T {
     if x >= T::zero() {
         T::one() / (T::one() + (-x).exp())

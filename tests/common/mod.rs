@@ -93,3 +93,15 @@ pub fn in_child_process(name: &str, timeout: std::time::Duration, body: impl FnO
         ),
     }
 }
+
+/// The message of the panic `f` raises (panics if it returns).
+pub fn panic_message(f: impl FnOnce()) -> String {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("expected a panic");
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .expect("a string message")
+            .to_string(),
+    }
+}
