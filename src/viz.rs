@@ -93,7 +93,10 @@ impl<T: Float> Graph<T> {
 
     /// An op's name in the listing: `%3`, or the name of the tensor it made.
     fn op_name(&self, i: usize) -> String {
-        let named = self.nodes[i].output.upgrade().and_then(|inner| Tensor { inner }.name());
+        let named = self.nodes[i]
+            .output
+            .upgrade()
+            .and_then(|inner| Tensor { inner }.name());
         named.unwrap_or_else(|| format!("%{}", i + 1))
     }
 
@@ -171,7 +174,12 @@ pub fn tape<T: Float>(out: &Tensor<T>) -> String {
     for (i, leaf) in g.leaves.iter().enumerate() {
         let t = Tensor { inner: leaf.clone() };
         let grad = if t.requires_grad() { ", requires grad" } else { "" };
-        let _ = writeln!(s, "{:<width$} = leaf {}{grad}", names[i], shape_of::<T>(t.shape()));
+        let _ = writeln!(
+            s,
+            "{:<width$} = leaf {}{grad}",
+            names[i],
+            shape_of::<T>(t.shape())
+        );
     }
     for (i, node) in g.nodes.iter().enumerate() {
         let inputs: Vec<String> = node.edges.iter().map(|e| g.input_name(e)).collect();
@@ -242,7 +250,11 @@ pub fn dot<T: Float>(out: &Tensor<T>) -> String {
         }
     }
     for (k, (scope, ops)) in clusters.iter().enumerate() {
-        let _ = writeln!(s, "  subgraph cluster_{k} {{\n    label={};\n    style=dashed;", quoted(scope));
+        let _ = writeln!(
+            s,
+            "  subgraph cluster_{k} {{\n    label={};\n    style=dashed;",
+            quoted(scope)
+        );
         for i in ops {
             let _ = writeln!(s, "    op{};", i + 1);
         }

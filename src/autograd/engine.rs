@@ -345,7 +345,12 @@ fn run<T: Float>(
             continue;
         }
         if observing() {
-            let grad_norm = grad.to_vec().iter().map(|x| x.as_f64() * x.as_f64()).sum::<f64>().sqrt();
+            let grad_norm = grad
+                .to_vec()
+                .iter()
+                .map(|x| x.as_f64() * x.as_f64())
+                .sum::<f64>()
+                .sqrt();
             report(&NodeRun {
                 op: node.name,
                 grad_shape: grad.shape(),

@@ -248,7 +248,9 @@ pub(crate) struct Node<T: Float, R: ?Sized = Rule<T>> {
 impl<T: Float> Node<T> {
     /// What the node saved (`None`: freed by a backward).
     pub(crate) fn saved_summary(&self) -> Option<Vec<SavedSummary>> {
-        self.saved_lock().as_ref().map(|values| values.iter().map(Saved::summary).collect())
+        self.saved_lock()
+            .as_ref()
+            .map(|values| values.iter().map(Saved::summary).collect())
     }
 
     /// The saved values, locked only for a look or a swap (never while a

@@ -1,6 +1,6 @@
 //! `Sequential`: modules applied one after another.
 
-use crate::nn::Module;
+use crate::nn::{name_parameters, Module};
 use crate::{Float, Tensor};
 use std::fmt;
 use std::sync::Arc;
@@ -59,6 +59,7 @@ impl<T: Float> Sequential<T> {
     #[track_caller]
     pub fn add(mut self, module: impl Module<T> + 'static) -> Self {
         self.children.push(Arc::new(module));
+        name_parameters(&self);
         self
     }
 }

@@ -1,7 +1,7 @@
 //! `Conv2d` and `MaxPool2d`: layers over images `[N, C, H, W]`.
 
 use crate::nn::init::uniform_fan_in;
-use crate::nn::Module;
+use crate::nn::{name_parameters, Module};
 use crate::{Float, Tensor};
 
 /// A 2-D convolution with square `kernel_size × kernel_size` kernels
@@ -48,12 +48,14 @@ impl<T: Float> Conv2d<T> {
         let fan_in = in_channels * kernel_size * kernel_size;
         let weight = uniform_fan_in(&[out_channels, in_channels, kernel_size, kernel_size], fan_in);
         let bias = uniform_fan_in(&[out_channels], fan_in);
-        Conv2d {
+        let layer = Conv2d {
             weight,
             bias: Some(bias),
             stride: 1,
             padding: 0,
-        }
+        };
+        name_parameters(&layer);
+        layer
     }
 
     /// The same layer moving its kernel `stride` positions at a time.

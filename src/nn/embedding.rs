@@ -1,6 +1,6 @@
 //! `Embedding`: a table of vectors looked up by id.
 
-use crate::nn::Module;
+use crate::nn::{name_parameters, Module};
 use crate::{Float, Tensor};
 
 /// A table of `num_embeddings` vectors of size `embedding_dim`, looked up
@@ -33,9 +33,11 @@ impl<T: Float> Embedding<T> {
     /// ```
     #[track_caller]
     pub fn new(num_embeddings: usize, embedding_dim: usize) -> Self {
-        Embedding {
+        let layer = Embedding {
             weight: Tensor::randn(&[num_embeddings, embedding_dim]).set_requires_grad(true),
-        }
+        };
+        name_parameters(&layer);
+        layer
     }
 
     /// The rows at `ids`, as `[ids.len(), embedding_dim]`; backward adds

@@ -1,7 +1,7 @@
 //! `Linear`: an affine map of the last dimension.
 
 use crate::nn::init::uniform_fan_in;
-use crate::nn::Module;
+use crate::nn::{name_parameters, Module};
 use crate::{Float, Tensor};
 
 /// `y = x Wᵀ + b` over the last dimension of `x` (`torch.nn.Linear`):
@@ -46,10 +46,12 @@ impl<T: Float> Linear<T> {
     pub fn new(in_features: usize, out_features: usize) -> Self {
         let weight = uniform_fan_in(&[out_features, in_features], in_features);
         let bias = uniform_fan_in(&[out_features], in_features);
-        Linear {
+        let layer = Linear {
             weight,
             bias: Some(bias),
-        }
+        };
+        name_parameters(&layer);
+        layer
     }
 
     /// A layer without bias (`bias=False`): `y = x Wᵀ`.
@@ -62,10 +64,12 @@ impl<T: Float> Linear<T> {
     /// ```
     #[track_caller]
     pub fn new_no_bias(in_features: usize, out_features: usize) -> Self {
-        Linear {
+        let layer = Linear {
             weight: uniform_fan_in(&[out_features, in_features], in_features),
             bias: None,
-        }
+        };
+        name_parameters(&layer);
+        layer
     }
 }
 

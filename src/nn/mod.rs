@@ -45,7 +45,7 @@ pub use conv::{Conv2d, MaxPool2d};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use linear::Linear;
-pub use module::Module;
+pub use module::{name_parameters, Module};
 pub use norm::LayerNorm;
 pub use utils::clip_grad_norm;
 pub use weights::{load_safetensors, save_safetensors, WeightsError};

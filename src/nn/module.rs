@@ -114,3 +114,23 @@ impl<T: Float, M: Module<T> + ?Sized> Module<T> for Arc<M> {
         (**self).set_training(training);
     }
 }
+
+/// Names every parameter of `module` after [`named_parameters`]
+/// (`"weight"`, `"0.bias"`), so that printouts of the tape
+/// ([`viz::tape`](crate::viz::tape)) show them by name. The layers of this
+/// crate call it when they are made and [`Sequential`](crate::nn::Sequential)
+/// when a child is added (so a nested parameter ends up with its full
+/// path); call it on a module of your own.
+///
+/// [`named_parameters`]: Module::named_parameters
+///
+/// ```
+/// use tapegrad::nn::{Linear, Module, ReLU, Sequential};
+/// let model = Sequential::<f32>::new().add(Linear::new(2, 3)).add(ReLU).add(Linear::new(3, 1));
+/// assert_eq!(model.parameters()[2].name().as_deref(), Some("2.weight"));
+/// ```
+pub fn name_parameters<T: Float>(module: &dyn Module<T>) {
+    for (name, p) in module.named_parameters() {
+        p.with_name(&name);
+    }
+}

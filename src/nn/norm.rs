@@ -1,6 +1,6 @@
 //! `LayerNorm`.
 
-use crate::nn::Module;
+use crate::nn::{name_parameters, Module};
 use crate::{Float, Tensor};
 
 /// Layer normalisation over the trailing `normalized_shape` dimensions,
@@ -40,12 +40,14 @@ impl<T: Float> LayerNorm<T> {
     /// ```
     #[track_caller]
     pub fn new(normalized_shape: &[usize]) -> Self {
-        LayerNorm {
+        let layer = LayerNorm {
             weight: Tensor::ones(normalized_shape).set_requires_grad(true),
             bias: Tensor::zeros(normalized_shape).set_requires_grad(true),
             normalized_shape: normalized_shape.to_vec(),
             eps: T::of(1e-5),
-        }
+        };
+        name_parameters(&layer);
+        layer
     }
 }
 

@@ -2,10 +2,12 @@
 
 use crate::autograd::node::{record, Role};
 use crate::storage::Value;
+use crate::sync::lock;
 use crate::{Float, Tensor};
 use ndarray::ArrayD;
 use smallvec::SmallVec;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 /// A differentiable operation written by the user on ndarrays.
 ///
@@ -29,19 +31,19 @@ use std::sync::Arc;
 /// }
 ///
 /// let x = Tensor::from_vec(vec![2.0f64], &[1]).set_requires_grad(true);
-/// Tensor::apply_op(Arc::new(Cube), &[x.clone()]).sum().backward();
+/// let y = Tensor::apply_op(Arc::new(Cube), &[x.clone()]);
+/// assert_eq!(y.grad_fn_name().as_deref(), Some("Cube"));
+/// y.sum().backward();
 /// assert_eq!(x.grad().unwrap().item(), 12.0);
 /// ```
 pub trait CustomOp<T: Float>: Send + Sync {
-    /// The op's name, used in `grad_fn_name` and messages.
-    #[track_caller]
+    /// The op's name: its node's name in `grad_fn_name`, the tape
+    /// ([`viz::tape`](crate::viz::tape)), `saved_residuals` and messages.
     fn name(&self) -> &str;
     /// The output, from the inputs.
-    #[track_caller]
     fn forward(&self, inputs: &[ArrayD<T>]) -> ArrayD<T>;
     /// One gradient per input (`None` where the input gets none), each of
     /// its input's shape.
-    #[track_caller]
     fn backward(
         &self,
         inputs: &[ArrayD<T>],
@@ -63,7 +65,7 @@ impl<T: Float> Tensor<T> {
         let mut saves: SmallVec<[Role; 2]> = (0..inputs.len()).map(Role::Input).collect();
         saves.push(Role::Output);
         let n = inputs.len();
-        record("CustomOpBackward", &refs, out, &saves, move |ctx, g| {
+        record(intern(op.name()), &refs, out, &saves, move |ctx, g| {
             let xs: Vec<Tensor<T>> = (0..n).map(|i| ctx.input(i)).collect();
             let arrays: Vec<ArrayD<T>> = xs.iter().map(Tensor::to_array).collect();
             let grads = op.backward(&arrays, &ctx.output().to_array(), &g.to_array());
@@ -92,6 +94,21 @@ impl<T: Float> Tensor<T> {
                 })
                 .collect()
         })
+    }
+}
+
+/// `name` for as long as the process runs: node names are `&'static str`,
+/// and a custom op's is the user's string. Each distinct name is kept once.
+fn intern(name: &str) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = lock(&NAMES);
+    match names.get(name) {
+        Some(&known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+            names.insert(leaked);
+            leaked
+        }
     }
 }
 
