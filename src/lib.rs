@@ -51,6 +51,7 @@ pub mod viz;
 
 pub use autograd::engine::{grad, BackwardOptions, GradOptions};
 pub use autograd::mode::{detect_anomaly, enable_grad, is_grad_enabled, no_grad, GradModeGuard, NoGradGuard};
+pub use autograd::tensor_hooks::HookHandle;
 pub use autograd::user_hooks::{saved_tensors_hooks, SaveContext, SavedTensorsHooks};
 pub use checkpoint::{
     checkpoint, checkpoint_many, checkpoint_many_with, checkpoint_planned, checkpoint_sequential,
@@ -63,7 +64,7 @@ pub use gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
 pub use ndarray;
 pub use ops::custom::CustomOp;
 pub use rng::{manual_seed, randperm};
-pub use tensor::{HookHandle, Tensor};
+pub use tensor::Tensor;
 
 /// `use tapegrad::prelude::*;` brings in the types and functions of the API.
 pub mod prelude {

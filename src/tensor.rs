@@ -9,8 +9,8 @@ use crate::sync::{get_mut, lock, read, write};
 use crate::{layout, rng, Float};
 use ndarray::{ArrayD, ArrayViewD};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 /// What a handle points to. Clones of a [`Tensor`] share one of these.
 pub(crate) struct TensorImpl<T: Float> {
@@ -26,39 +26,6 @@ pub(crate) struct TensorImpl<T: Float> {
     /// A leaf's accumulated gradient (or a non-leaf's, after
     /// [`Tensor::retain_grad`]).
     grad: Mutex<Option<Tensor<T>>>,
-    /// Its name and hooks, made on first use (most tensors have neither).
-    extras: OnceLock<Box<Extras<T>>>,
-}
-
-/// A backward hook on a tensor (see [`Tensor::register_hook`]).
-type Hook<T> = Arc<dyn Fn(&Tensor<T>) -> Option<Tensor<T>> + Send + Sync>;
-
-/// What few tensors have: a name, hooks, `retain_grad`.
-struct Extras<T: Float> {
-    name: Mutex<Option<String>>,
-    /// By registration id, in registration order.
-    hooks: Mutex<Vec<(u64, Hook<T>)>>,
-    retains_grad: AtomicBool,
-    /// Whether this tensor counts in [`WATCHED`].
-    watched: AtomicBool,
-}
-
-impl<T: Float> Drop for Extras<T> {
-    fn drop(&mut self) {
-        if *self.watched.get_mut() {
-            WATCHED.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// How many live tensors have hooks or retain their gradient: while none
-/// does, backward costs one load per node to know it.
-static WATCHED: AtomicUsize = AtomicUsize::new(0);
-static NEXT_HOOK: AtomicU64 = AtomicU64::new(0);
-
-/// Whether any live tensor has hooks or retains its gradient.
-pub(crate) fn any_watched() -> bool {
-    WATCHED.load(Ordering::Relaxed) > 0
 }
 
 impl<T: Float> TensorImpl<T> {
@@ -70,7 +37,6 @@ impl<T: Float> TensorImpl<T> {
             requires_grad: AtomicBool::new(requires_grad),
             node,
             grad: Mutex::new(None),
-            extras: OnceLock::new(),
         }
     }
 }
@@ -492,176 +458,16 @@ impl<T: Float> fmt::Debug for Tensor<T> {
     }
 }
 
-// ---------------------------------------------------------------- names and hooks
-impl<T: Float> Tensor<T> {
-    fn extras(&self) -> &Extras<T> {
-        self.inner.extras.get_or_init(|| {
-            Box::new(Extras {
-                name: Mutex::new(None),
-                hooks: Mutex::new(Vec::new()),
-                retains_grad: AtomicBool::new(false),
-                watched: AtomicBool::new(false),
-            })
-        })
-    }
-
-    /// Names this tensor for printouts ([`viz::tape`](crate::viz::tape),
-    /// [`viz::dot`](crate::viz::dot)); returns the same handle (every
-    /// clone shares the name).
-    ///
-    /// ```
-    /// let w = tapegrad::Tensor::<f32>::ones(&[2]).with_name("w1");
-    /// assert_eq!(w.name().as_deref(), Some("w1"));
-    /// ```
-    pub fn with_name(&self, name: &str) -> Tensor<T> {
-        *lock(&self.extras().name) = Some(name.to_string());
-        self.clone()
-    }
-
-    /// The name given by [`with_name`](Tensor::with_name) (module
-    /// parameters are named after `named_parameters`), if any.
-    ///
-    /// ```
-    /// assert_eq!(tapegrad::Tensor::<f32>::ones(&[2]).name(), None);
-    /// ```
-    pub fn name(&self) -> Option<String> {
-        self.inner.extras.get().and_then(|e| lock(&e.name).clone())
-    }
-
-    /// Counts this tensor among the watched ones (once).
-    fn watch_for_backward(&self) {
-        if !self.extras().watched.swap(true, Ordering::Relaxed) {
-            WATCHED.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Registers `hook`, called with the gradient with respect to this
-    /// tensor whenever a backward (or [`grad`](crate::grad)) computes it:
-    /// `Some(g)` replaces the gradient (same shape), `None` keeps it. On a
-    /// leaf it runs before the gradient is added to `.grad`; on a non-leaf,
-    /// before the gradient goes on to the op that made it. Hooks run in the
-    /// order registered (PyTorch's `Tensor.register_hook`).
-    ///
-    /// ```
-    /// use tapegrad::prelude::*;
-    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).set_requires_grad(true);
-    /// let h = &x * 3.0;
-    /// let handle = h.register_hook(|g| Some(g * 10.0)); // scale dy/dh
-    /// h.sum().backward();
-    /// assert_eq!(x.grad().unwrap().to_vec(), vec![30.0, 30.0]);
-    /// handle.remove();
-    /// ```
-    ///
-    /// **Panics** if the tensor does not require grad (no gradient is ever
-    /// computed for it); a hook returning a gradient of another shape
-    /// panics in backward.
-    pub fn register_hook(
-        &self,
-        hook: impl Fn(&Tensor<T>) -> Option<Tensor<T>> + Send + Sync + 'static,
-    ) -> HookHandle {
-        assert!(
-            self.requires_grad(),
-            "register_hook: the tensor (shape {:?}) does not require grad, so no gradient is computed \
-             for it",
-            self.shape()
-        );
-        let id = NEXT_HOOK.fetch_add(1, Ordering::Relaxed);
-        lock(&self.extras().hooks).push((id, Arc::new(hook)));
-        self.watch_for_backward();
-        let owner = Arc::downgrade(&self.inner);
-        HookHandle {
-            remove: Box::new(move || {
-                if let Some(inner) = owner.upgrade() {
-                    if let Some(extras) = inner.extras.get() {
-                        lock(&extras.hooks).retain(|(h, _)| *h != id);
-                    }
-                }
-            }),
-        }
-    }
-
-    /// Makes this non-leaf keep its gradient in [`grad`](Tensor::grad),
-    /// accumulating across backwards as a leaf's does (a no-op on a leaf).
-    /// The gradient kept is the one after this tensor's hooks.
-    /// See [`grad`](Tensor::grad) for an example.
-    ///
-    /// **Panics** if the tensor does not require grad.
-    pub fn retain_grad(&self) {
-        assert!(
-            self.requires_grad(),
-            "retain_grad: the tensor (shape {:?}) does not require grad",
-            self.shape()
-        );
-        if !self.is_leaf() {
-            self.extras().retains_grad.store(true, Ordering::Relaxed);
-            self.watch_for_backward();
-        }
-    }
-
-    /// Whether backward must stop at this tensor: it has hooks or keeps
-    /// its gradient.
-    pub(crate) fn is_watched(&self) -> bool {
-        self.inner
-            .extras
-            .get()
-            .is_some_and(|e| e.watched.load(Ordering::Relaxed))
-    }
-
-    /// The gradient `g` for this tensor after its hooks, in registration
-    /// order; kept in `.grad` if it retains it.
-    pub(crate) fn run_hooks(&self, mut g: Tensor<T>, create_graph: bool) -> Tensor<T> {
-        let Some(extras) = self.inner.extras.get() else {
-            return g;
-        };
-        let hooks: Vec<Hook<T>> = lock(&extras.hooks).iter().map(|(_, h)| h.clone()).collect();
-        for hook in hooks {
-            if let Some(new) = hook(&g) {
-                assert!(
-                    new.shape() == g.shape(),
-                    "register_hook: a hook returned a gradient of shape {:?} for a tensor of shape {:?}",
-                    new.shape(),
-                    g.shape()
-                );
-                g = new;
+/// `acc += g`: in place when `acc`'s handle and buffer are ours alone,
+/// out of place (and recorded) under `create_graph`.
+pub(crate) fn accumulate<T: Float>(acc: &mut Option<Tensor<T>>, g: Tensor<T>, create_graph: bool) {
+    match acc {
+        None => *acc = Some(g),
+        Some(a) => {
+            if create_graph || !a.try_add_in_place(&g) {
+                *a = &*a + &g;
             }
         }
-        if extras.retains_grad.load(Ordering::Relaxed) && !self.is_leaf() {
-            let own = if create_graph {
-                g.clone()
-            } else {
-                Tensor::from_value(g.value().contiguous())
-            };
-            crate::autograd::engine::accumulate(&mut self.grad_slot(), own, create_graph);
-        }
-        g
-    }
-}
-
-/// What [`Tensor::register_hook`] returns: [`remove`](HookHandle::remove)
-/// takes the hook off. Dropping the handle keeps the hook (as PyTorch's).
-#[must_use = "dropping the handle keeps the hook; call remove() to take it off"]
-pub struct HookHandle {
-    remove: Box<dyn FnOnce() + Send + Sync>,
-}
-
-impl HookHandle {
-    /// Takes the hook off its tensor (nothing if the tensor is gone).
-    ///
-    /// ```
-    /// use tapegrad::prelude::*;
-    /// let x = Tensor::from_vec(vec![1.0f32], &[1]).set_requires_grad(true);
-    /// x.register_hook(|g| Some(g * 2.0)).remove();
-    /// x.sum().backward();
-    /// assert_eq!(x.grad().unwrap().to_vec(), vec![1.0]);
-    /// ```
-    pub fn remove(self) {
-        (self.remove)()
-    }
-}
-
-impl fmt::Debug for HookHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HookHandle")
     }
 }
 

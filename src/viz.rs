@@ -17,6 +17,7 @@
 
 use crate::autograd::hooks::{observe_backward, NodeRun};
 use crate::autograd::node::{Edge, Node, SavedSummary};
+use crate::autograd::tensor_hooks::made_by;
 use crate::tensor::TensorImpl;
 use crate::{Float, Tensor};
 use std::cell::RefCell;
@@ -93,10 +94,7 @@ impl<T: Float> Graph<T> {
 
     /// An op's name in the listing: `%3`, or the name of the tensor it made.
     fn op_name(&self, i: usize) -> String {
-        let named = self.nodes[i]
-            .output
-            .upgrade()
-            .and_then(|inner| Tensor { inner }.name());
+        let named = made_by::<T>(self.nodes[i].id).and_then(|t| t.name());
         named.unwrap_or_else(|| format!("%{}", i + 1))
     }
 

@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["autograd::held", "autograd::mode"],
     &["autograd::hooks"],
     &["tensor", "autograd::node"],
+    &["autograd::tensor_hooks"],
     &["autograd::engine", "autograd::user_hooks", "autograd"],
     &["ops", "gradcheck"],
     &["checkpoint"],

@@ -7,8 +7,12 @@ use tapegrad::nn::{Linear, Module, Sequential, Tanh};
 use tapegrad::prelude::*;
 
 fn three_ops() -> (Tensor<f64>, Tensor<f64>, Tensor<f64>) {
-    let x = Tensor::from_vec(vec![1.0, 2.0], &[2]).set_requires_grad(true).with_name("x");
-    let w = Tensor::from_vec(vec![0.5, -1.0], &[2]).set_requires_grad(true).with_name("w");
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[2])
+        .set_requires_grad(true)
+        .with_name("x");
+    let w = Tensor::from_vec(vec![0.5, -1.0], &[2])
+        .set_requires_grad(true)
+        .with_name("w");
     let y = (&x * &w).exp().sum();
     (x, w, y)
 }
@@ -34,15 +38,24 @@ fn the_tape_lists_leaves_then_ops_inputs_first_with_what_they_saved() {
 
 #[test]
 fn checkpoint_scopes_and_module_parameters_are_marked() {
-    let model = Sequential::<f32>::new().add(Linear::new(3, 4)).add(Tanh).add(Linear::new(4, 1));
+    let model = Sequential::<f32>::new()
+        .add(Linear::new(3, 4))
+        .add(Tanh)
+        .add(Linear::new(4, 1));
     let x = Tensor::<f32>::randn(&[2, 3]);
     let m = model.clone();
     let y = tapegrad::checkpoint(move |xs| m.forward(&xs[0]), &[x]).sum();
     let tape = tapegrad::viz::tape(&y);
-    assert!(tape.contains("0.weight = leaf f32[4, 3], requires grad"), "{tape}");
+    assert!(
+        tape.contains("0.weight = leaf f32[4, 3], requires grad"),
+        "{tape}"
+    );
     assert!(tape.contains("2.bias"), "{tape}");
     let tanh = tape.lines().find(|l| l.contains("TanhBackward")).unwrap();
-    assert!(tanh.contains("packed by checkpoint #") && tanh.contains("  [checkpoint #"), "{tanh}");
+    assert!(
+        tanh.contains("packed by checkpoint #") && tanh.contains("  [checkpoint #"),
+        "{tanh}"
+    );
     let dot = tapegrad::viz::dot(&y);
     assert!(dot.contains("subgraph cluster_0"), "{dot}");
     assert!(dot.contains("label=\"checkpoint #"), "{dot}");
@@ -108,7 +121,14 @@ fn the_dot_output_renders_with_graphviz() {
     };
     child.stdin.take().unwrap().write_all(dot.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "dot failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let svg = String::from_utf8(out.stdout).unwrap();
-    assert!(svg.contains("<svg") && svg.contains("MulBackward") && svg.contains(">x<"), "{svg}");
+    assert!(
+        svg.contains("<svg") && svg.contains("MulBackward") && svg.contains(">x<"),
+        "{svg}"
+    );
 }

@@ -12,7 +12,8 @@ use crate::autograd::hooks::{observing, report, BackwardScope, NodeRun};
 use crate::autograd::mode::anomaly_checks;
 use crate::autograd::mode::GradModeGuard;
 use crate::autograd::node::{Edge, Grads, Node};
-use crate::tensor::{any_watched, Tensor, TensorImpl};
+use crate::autograd::tensor_hooks::{any_watched, made_by, prune};
+use crate::tensor::{accumulate, Tensor, TensorImpl};
 use crate::Float;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -298,6 +299,9 @@ fn run<T: Float>(
 ) -> Option<Vec<Option<Tensor<T>>>> {
     let _mode = GradModeGuard::new(create_graph);
     let _scope = BackwardScope::begin();
+    if any_watched() {
+        prune();
+    }
 
     // Targets: leaves by their handle, non-leaves by their node.
     let mut results: Option<Vec<Option<Tensor<T>>>> = targets.map(|t| vec![None; t.len()]);
@@ -386,7 +390,7 @@ fn run<T: Float>(
 
 /// The gradient a node received, after the hooks of the tensor it made.
 fn node_hooks<T: Float>(node: &Node<T>, grad: Tensor<T>, create_graph: bool) -> Tensor<T> {
-    match node.output.upgrade().map(|inner| Tensor { inner }) {
+    match made_by::<T>(node.id) {
         Some(out) if out.is_watched() => out.run_hooks(grad, create_graph),
         _ => grad,
     }
@@ -544,17 +548,4 @@ fn accumulate_into_leaf<T: Float>(leaf: &Tensor<T>, g: Tensor<T>, create_graph: 
 /// A handle not shared with anyone, over contiguous data.
 fn own_handle<T: Float>(g: &Tensor<T>) -> Tensor<T> {
     Tensor::from_value(g.value().contiguous())
-}
-
-/// `acc += g`: in place when `acc`'s handle and buffer are ours alone,
-/// out of place (and recorded) under `create_graph`.
-pub(crate) fn accumulate<T: Float>(acc: &mut Option<Tensor<T>>, g: Tensor<T>, create_graph: bool) {
-    match acc {
-        None => *acc = Some(g),
-        Some(a) => {
-            if create_graph || !a.try_add_in_place(&g) {
-                *a = &*a + &g;
-            }
-        }
-    }
 }

@@ -8,4 +8,5 @@ pub(crate) mod held;
 pub(crate) mod hooks;
 pub(crate) mod mode;
 pub(crate) mod node;
+pub(crate) mod tensor_hooks;
 pub(crate) mod user_hooks;

@@ -237,8 +237,6 @@ pub(crate) struct Node<T: Float, R: ?Sized = Rule<T>> {
     pub(crate) name: &'static str,
     pub(crate) edges: SmallVec<[Edge<T>; 2]>,
     pub(crate) out_shape: Dims,
-    /// The tensor it made (for that tensor's hooks).
-    pub(crate) output: Weak<TensorImpl<T>>,
     /// Where the forward op was called, recorded in anomaly mode only.
     pub(crate) origin: Option<&'static Location<'static>>,
     saved: Mutex<SavedValues<T>>,
@@ -548,7 +546,6 @@ pub(crate) fn record<T: Float>(
             name,
             edges,
             out_shape,
-            output: me.clone(),
             origin,
             saved: Mutex::new(Some(values)),
             rule,
