@@ -104,7 +104,18 @@ impl<T: Float> Tensor<T> {
 }
 
 /// The gradients of `outputs` with respect to `inputs`, without touching any
-/// `.grad`. `None` for an input that the outputs do not depend on.
+/// `.grad`. `None` for an input that the outputs do not depend on. An input
+/// may be an intermediate result (a non-leaf), whose `.grad` stays `None`
+/// after a plain backward (see also [`Tensor::retain_grad`]):
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).set_requires_grad(true);
+/// let h = x.exp(); // intermediate
+/// let y = h.sin().sum();
+/// let dh = tapegrad::grad(&[y], &[h.clone()], GradOptions::default())[0].clone().unwrap();
+/// assert_eq!(dh.to_vec(), h.cos().to_vec()); // dy/dh = cos(h)
+/// ```
 ///
 /// ```
 /// use tapegrad::prelude::*;
