@@ -331,10 +331,11 @@ impl<T: Float> Tensor<T> {
     /// let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).set_requires_grad(true);
     /// let h = &x * 3.0; // a non-leaf
     /// h.retain_grad();
-    /// let y = (&h * &h).sum();
-    /// let dh = tapegrad::grad(&[y.clone()], &[h.clone()], GradOptions { retain_graph: true, ..Default::default() });
-    /// y.backward();
+    /// (&h * &h).sum().backward();
     /// assert_eq!(h.grad().unwrap().to_vec(), vec![6.0, 12.0]); // 2h
+    ///
+    /// let h2 = &x * 3.0;
+    /// let dh = tapegrad::grad(&[(&h2 * &h2).sum()], &[h2.clone()], GradOptions::default());
     /// assert_eq!(dh[0].as_ref().unwrap().to_vec(), vec![6.0, 12.0]);
     /// ```
     pub fn grad(&self) -> Option<Tensor<T>> {

@@ -143,3 +143,16 @@ fn outside_anomaly_mode_a_nan_gradient_goes_through() {
     (&x.sqrt().sum() * 0.0).backward();
     assert!(x.grad().unwrap().to_vec()[0].is_nan());
 }
+
+#[test]
+fn grad_fills_a_retained_gradient_too_as_in_pytorch() {
+    // PyTorch 2.15: autograd.grad(y, [h]) with h.retain_grad() leaves
+    // h.grad = dy/dh = [6, 12].
+    let x = x2();
+    let h = &x * 3.0;
+    h.retain_grad();
+    let dh = tapegrad::grad(&[(&h * &h).sum()], &[h.clone()], GradOptions::default());
+    assert_eq!(dh[0].as_ref().unwrap().to_vec(), vec![6.0, 12.0]);
+    assert_eq!(h.grad().unwrap().to_vec(), vec![6.0, 12.0]);
+    assert!(x.grad().is_none());
+}
