@@ -5,7 +5,7 @@
 //! whether the order is shuffled and whether a last, smaller batch is kept.
 //! Each call to [`Batches::epoch`] (or each `for` over `&batches`) yields
 //! the batches of one epoch as `Vec<usize>` of row indices; a shuffled
-//! epoch draws a fresh [`randperm`](crate::randperm) from the crate's
+//! epoch draws a fresh [`randperm`] from the crate's
 //! generator, so [`manual_seed`](crate::manual_seed) reproduces it. The
 //! rows themselves are taken with [`Tensor::index_select`](crate::Tensor::index_select)
 //! and the labels by indexing:
@@ -75,7 +75,7 @@ impl Batches {
     }
 
     /// Whether each epoch visits the rows in a fresh random order, drawn with
-    /// [`randperm`](crate::randperm) when the epoch starts.
+    /// [`randperm`] when the epoch starts.
     ///
     /// ```
     /// use tapegrad::data::Batches;

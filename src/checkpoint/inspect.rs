@@ -96,7 +96,7 @@ pub struct RecomputeCounts {
     /// Matrix products computed again inside re-runs.
     pub matmuls: u64,
     /// Matrix products that re-runs took back from a
-    /// [`CheckpointPolicy::SaveDots`] forward instead of computing.
+    /// [`CheckpointPolicy::SaveDots`](crate::CheckpointPolicy::SaveDots) forward instead of computing.
     pub reused_matmuls: u64,
     /// Values saved by the ops that re-runs recorded (each op that saves
     /// something saves one or two).
@@ -143,7 +143,7 @@ pub struct SavedResidual {
     /// a checkpoint keeps.
     pub op: &'static str,
     /// What it is to that op: `"input 0"`, `"output"`, or the output of a
-    /// matrix product kept by a [`CheckpointPolicy::SaveDots`] checkpoint.
+    /// matrix product kept by a [`CheckpointPolicy::SaveDots`](crate::CheckpointPolicy::SaveDots) checkpoint.
     pub role: String,
     /// `"f32"` or `"f64"`.
     pub dtype: &'static str,
@@ -179,9 +179,9 @@ impl fmt::Display for SavedResidual {
 
 /// Runs `f(inputs)` once, with grad mode on, and lists what it saves for
 /// its backward, in the order it is saved (as JAX's
-/// `print_saved_residuals`). Inside `f`, a [`checkpoint`] shows up as the
+/// `print_saved_residuals`). Inside `f`, a [`checkpoint`](crate::checkpoint()) shows up as the
 /// inputs it keeps (op `"Checkpoint"`), plus the matrix products it keeps
-/// under [`CheckpointPolicy::SaveDots`], not as what it recomputes.
+/// under [`CheckpointPolicy::SaveDots`](crate::CheckpointPolicy::SaveDots), not as what it recomputes.
 ///
 /// ```
 /// use tapegrad::prelude::*;
