@@ -125,6 +125,8 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::full(&[2], 7.0f32);
     /// assert_eq!(t.to_vec(), vec![7.0, 7.0]);
     /// ```
+    ///
+    /// **Panics** if the product of `shape` exceeds `isize::MAX`.
     pub fn full(shape: &[usize], v: T) -> Self {
         Self::from_value(Value::from_vec(filled(v, layout::numel("full", shape)), shape))
     }
@@ -134,6 +136,8 @@ impl<T: Float> Tensor<T> {
     /// ```
     /// assert_eq!(tapegrad::Tensor::<f32>::zeros(&[2]).to_vec(), vec![0.0, 0.0]);
     /// ```
+    ///
+    /// **Panics** as [`full`](Tensor::full).
     pub fn zeros(shape: &[usize]) -> Self {
         Self::full(shape, T::zero())
     }
@@ -143,6 +147,8 @@ impl<T: Float> Tensor<T> {
     /// ```
     /// assert_eq!(tapegrad::Tensor::<f32>::ones(&[2]).to_vec(), vec![1.0, 1.0]);
     /// ```
+    ///
+    /// **Panics** as [`full`](Tensor::full).
     pub fn ones(shape: &[usize]) -> Self {
         Self::full(shape, T::one())
     }
@@ -155,6 +161,8 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::<f32>::randn(&[3, 4]);
     /// assert_eq!(t.numel(), 12);
     /// ```
+    ///
+    /// **Panics** if the product of `shape` exceeds `isize::MAX`.
     pub fn randn(shape: &[usize]) -> Self {
         Self::from_vec(rng::normal(layout::numel("randn", shape)), shape)
     }
@@ -165,6 +173,8 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::<f64>::rand(&[100]);
     /// assert!(t.to_vec().iter().all(|&v| (0.0..1.0).contains(&v)));
     /// ```
+    ///
+    /// **Panics** if the product of `shape` exceeds `isize::MAX`.
     pub fn rand(shape: &[usize]) -> Self {
         Self::from_vec(rng::uniform(layout::numel("rand", shape)), shape)
     }
@@ -224,16 +234,35 @@ impl<T: Float> Tensor<T> {
     }
 
     /// The size of each dimension.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::<f32>::zeros(&[2, 3]);
+    /// assert_eq!(t.shape(), &[2, 3]);
+    /// assert_eq!(t.sum().shape(), &[] as &[usize]); // a scalar has no dimensions
+    /// ```
     pub fn shape(&self) -> &[usize] {
         &self.inner.shape
     }
 
     /// The number of dimensions.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// assert_eq!(Tensor::<f32>::zeros(&[2, 3, 4]).ndim(), 3);
+    /// assert_eq!(Tensor::scalar(1.0f32).ndim(), 0);
+    /// ```
     pub fn ndim(&self) -> usize {
         self.inner.shape.len()
     }
 
     /// The number of elements.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// assert_eq!(Tensor::<f32>::zeros(&[2, 3, 4]).numel(), 24);
+    /// assert_eq!(Tensor::<f32>::zeros(&[2, 0]).numel(), 0);
+    /// assert_eq!(Tensor::scalar(1.0f32).numel(), 1);
+    /// ```
     pub fn numel(&self) -> usize {
         self.inner.shape.iter().product()
     }
@@ -249,6 +278,13 @@ impl<T: Float> Tensor<T> {
     }
 
     /// The elements as an ndarray (a copy).
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
+    /// let a = t.to_array();
+    /// assert_eq!(a.shape(), &[2, 2]);
+    /// assert_eq!(a[[1, 0]], 3.0);
+    /// ```
     pub fn to_array(&self) -> ArrayD<T> {
         self.with_array(|v| v.to_owned())
     }
@@ -265,6 +301,13 @@ impl<T: Float> Tensor<T> {
     }
 
     /// The single element of a one-element tensor.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]);
+    /// assert_eq!(t.sum().item(), 6.0);
+    /// assert_eq!(Tensor::from_vec(vec![4.0f32], &[1, 1]).item(), 4.0);
+    /// ```
     ///
     /// **Panics** unless `numel() == 1`.
     pub fn item(&self) -> T {
@@ -307,6 +350,15 @@ impl<T: Float> Tensor<T> {
     }
 
     /// Whether gradients flow to or through this tensor.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let x = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// let c = Tensor::<f32>::ones(&[2]);
+    /// assert!(!c.requires_grad());
+    /// assert!((&x * &c).requires_grad()); // through x
+    /// assert!(!(&c * 2.0).requires_grad());
+    /// ```
     pub fn requires_grad(&self) -> bool {
         self.inner.node.is_some() || self.inner.requires_grad.load(Ordering::Relaxed)
     }
@@ -314,6 +366,15 @@ impl<T: Float> Tensor<T> {
     /// Whether this tensor has no history: made by a constructor, by
     /// [`detach`](Tensor::detach), under [`no_grad`](crate::no_grad), or by
     /// ops on tensors that need no grad.
+    ///
+    /// ```
+    /// use tapegrad::{no_grad, Tensor};
+    /// let x = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// assert!(x.is_leaf());
+    /// assert!(!x.exp().is_leaf());
+    /// assert!(no_grad(|| x.exp()).is_leaf());
+    /// assert!(x.exp().detach().is_leaf());
+    /// ```
     pub fn is_leaf(&self) -> bool {
         self.inner.node.is_none()
     }
@@ -322,27 +383,40 @@ impl<T: Float> Tensor<T> {
     /// backward, after [`zero_grad`](Tensor::zero_grad), and for non-leaves
     /// (as in PyTorch) unless they [`retain_grad`](Tensor::retain_grad).
     ///
-    /// To read the gradient with respect to an intermediate result, call
-    /// `retain_grad()` on it before backward, or ask [`grad`](crate::grad)
-    /// for it (which leaves every `.grad` alone):
+    /// To read the gradient with respect to an intermediate result, ask
+    /// [`grad`](crate::grad) for it (which leaves the leaves' `.grad`
+    /// alone), or call `retain_grad()` on it before backward. A tensor that
+    /// retains its gradient gets it from `grad` too, as in PyTorch.
     ///
     /// ```
     /// use tapegrad::prelude::*;
     /// let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).set_requires_grad(true);
     /// let h = &x * 3.0; // a non-leaf
-    /// h.retain_grad();
-    /// (&h * &h).sum().backward();
-    /// assert_eq!(h.grad().unwrap().to_vec(), vec![6.0, 12.0]); // 2h
+    /// let y = (&h * &h).sum();
+    /// let dh = tapegrad::grad(&[y.clone()], &[h.clone()], GradOptions { retain_graph: true, ..Default::default() });
+    /// assert_eq!(dh[0].as_ref().unwrap().to_vec(), vec![6.0, 12.0]); // 2h
+    /// assert!(h.grad().is_none() && x.grad().is_none());
     ///
-    /// let h2 = &x * 3.0;
-    /// let dh = tapegrad::grad(&[(&h2 * &h2).sum()], &[h2.clone()], GradOptions::default());
-    /// assert_eq!(dh[0].as_ref().unwrap().to_vec(), vec![6.0, 12.0]);
+    /// h.retain_grad();
+    /// y.backward();
+    /// assert_eq!(h.grad().unwrap().to_vec(), vec![6.0, 12.0]);
+    /// assert_eq!(x.grad().unwrap().to_vec(), vec![18.0, 36.0]); // 2h · 3
     /// ```
     pub fn grad(&self) -> Option<Tensor<T>> {
         lock(&self.inner.grad).clone()
     }
 
     /// Sets the gradient back to `None`.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).set_requires_grad(true);
+    /// (&x * 3.0).sum().backward();
+    /// (&x * 3.0).sum().backward();
+    /// assert_eq!(x.grad().unwrap().to_vec(), vec![6.0, 6.0]); // gradients accumulate
+    /// x.zero_grad();
+    /// assert!(x.grad().is_none());
+    /// ```
     pub fn zero_grad(&self) {
         *lock(&self.inner.grad) = None;
     }
@@ -366,6 +440,13 @@ impl<T: Float> Tensor<T> {
 
     /// The name of the backward node that made this tensor (for example
     /// `"MulBackward"`); `None` for leaves.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let x = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// assert_eq!(x.grad_fn_name(), None);
+    /// assert_eq!((&x * &x).grad_fn_name().as_deref(), Some("MulBackward"));
+    /// ```
     pub fn grad_fn_name(&self) -> Option<String> {
         self.inner.node.as_ref().map(|n| n.name.to_string())
     }
