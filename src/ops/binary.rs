@@ -207,6 +207,8 @@ impl<T: Float> Tensor<T> {
     /// let a = Tensor::from_vec(vec![1.0f32, 5.0], &[2]);
     /// assert_eq!(a.minimum(&Tensor::from_vec(vec![3.0, 2.0], &[2])).to_vec(), vec![1.0, 2.0]);
     /// ```
+    ///
+    /// **Panics** if the shapes do not broadcast.
     #[track_caller]
     pub fn minimum(&self, other: &Tensor<T>) -> Tensor<T> {
         self.extremum("minimum", "MinimumBackward", other, |x, y| x < y)

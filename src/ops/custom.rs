@@ -39,11 +39,66 @@ use std::sync::{Arc, Mutex};
 pub trait CustomOp<T: Float>: Send + Sync {
     /// The op's name: its node's name in `grad_fn_name`, the tape
     /// ([`viz::tape`](crate::viz::tape)), `saved_residuals` and messages.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use tapegrad::{ndarray::ArrayD, CustomOp};
+    /// # struct Cube;
+    /// # impl CustomOp<f64> for Cube {
+    /// #     fn name(&self) -> &str { "Cube" }
+    /// #     fn forward(&self, x: &[ArrayD<f64>]) -> ArrayD<f64> { x[0].mapv(|v| v * v * v) }
+    /// #     fn backward(&self, x: &[ArrayD<f64>], _y: &ArrayD<f64>, g: &ArrayD<f64>)
+    /// #         -> Vec<Option<ArrayD<f64>>> {
+    /// #         vec![Some(g * &x[0].mapv(|v| 3.0 * v * v))]
+    /// #     }
+    /// # }
+    /// use tapegrad::Tensor;
+    /// // `Cube` is the op of the trait's example.
+    /// let x = Tensor::from_vec(vec![2.0f64], &[1]).set_requires_grad(true);
+    /// let y = Tensor::apply_op(Arc::new(Cube), &[x]);
+    /// assert_eq!(y.grad_fn_name().as_deref(), Some("Cube"));
+    /// assert!(tapegrad::viz::tape(&y).contains("Cube"));
+    /// ```
     fn name(&self) -> &str;
     /// The output, from the inputs.
+    ///
+    /// ```
+    /// # use tapegrad::{ndarray::ArrayD, CustomOp};
+    /// # struct Cube;
+    /// # impl CustomOp<f64> for Cube {
+    /// #     fn name(&self) -> &str { "Cube" }
+    /// #     fn forward(&self, x: &[ArrayD<f64>]) -> ArrayD<f64> { x[0].mapv(|v| v * v * v) }
+    /// #     fn backward(&self, x: &[ArrayD<f64>], _y: &ArrayD<f64>, g: &ArrayD<f64>)
+    /// #         -> Vec<Option<ArrayD<f64>>> {
+    /// #         vec![Some(g * &x[0].mapv(|v| 3.0 * v * v))]
+    /// #     }
+    /// # }
+    /// use tapegrad::ndarray::arr1;
+    /// // `Cube` is the op of the trait's example.
+    /// let y = Cube.forward(&[arr1(&[2.0, -1.0]).into_dyn()]);
+    /// assert_eq!(y, arr1(&[8.0, -1.0]).into_dyn());
+    /// ```
     fn forward(&self, inputs: &[ArrayD<T>]) -> ArrayD<T>;
     /// One gradient per input (`None` where the input gets none), each of
     /// its input's shape.
+    ///
+    /// ```
+    /// # use tapegrad::{ndarray::ArrayD, CustomOp};
+    /// # struct Cube;
+    /// # impl CustomOp<f64> for Cube {
+    /// #     fn name(&self) -> &str { "Cube" }
+    /// #     fn forward(&self, x: &[ArrayD<f64>]) -> ArrayD<f64> { x[0].mapv(|v| v * v * v) }
+    /// #     fn backward(&self, x: &[ArrayD<f64>], _y: &ArrayD<f64>, g: &ArrayD<f64>)
+    /// #         -> Vec<Option<ArrayD<f64>>> {
+    /// #         vec![Some(g * &x[0].mapv(|v| 3.0 * v * v))]
+    /// #     }
+    /// # }
+    /// use tapegrad::ndarray::arr1;
+    /// // `Cube` is the op of the trait's example: dy/dx = 3x².
+    /// let (x, g) = (arr1(&[2.0, -1.0]).into_dyn(), arr1(&[1.0, 0.5]).into_dyn());
+    /// let grads = Cube.backward(&[x.clone()], &Cube.forward(&[x]), &g);
+    /// assert_eq!(grads[0].as_ref().unwrap(), &arr1(&[12.0, 1.5]).into_dyn());
+    /// ```
     fn backward(
         &self,
         inputs: &[ArrayD<T>],
@@ -54,6 +109,29 @@ pub trait CustomOp<T: Float>: Send + Sync {
 
 impl<T: Float> Tensor<T> {
     /// Applies a [`CustomOp`] to `inputs`, recording it for backward.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tapegrad::{ndarray::ArrayD, CustomOp, Tensor};
+    ///
+    /// /// y = a · b elementwise; only `a` gets a gradient.
+    /// struct ScaleBy;
+    /// impl CustomOp<f32> for ScaleBy {
+    ///     fn name(&self) -> &str { "ScaleBy" }
+    ///     fn forward(&self, x: &[ArrayD<f32>]) -> ArrayD<f32> { &x[0] * &x[1] }
+    ///     fn backward(&self, x: &[ArrayD<f32>], _y: &ArrayD<f32>, g: &ArrayD<f32>)
+    ///         -> Vec<Option<ArrayD<f32>>> {
+    ///         vec![Some(g * &x[1]), None] // dy/da = b
+    ///     }
+    /// }
+    ///
+    /// let a = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).set_requires_grad(true);
+    /// let b = Tensor::from_vec(vec![3.0f32, 4.0], &[2]);
+    /// let y = Tensor::apply_op(Arc::new(ScaleBy), &[a.clone(), b]);
+    /// assert_eq!(y.to_vec(), vec![3.0, 8.0]);
+    /// y.sum().backward();
+    /// assert_eq!(a.grad().unwrap().to_vec(), vec![3.0, 4.0]);
+    /// ```
     ///
     /// **Panics** if the op's backward returns the wrong number of gradients
     /// or a gradient of the wrong shape (naming the op).

@@ -91,12 +91,32 @@ impl<T: Float> Tensor<T> {
     }
 
     /// `self -= other` in place; see [`add_`](Tensor::add_).
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
+    /// w.sub_(&Tensor::from_vec(vec![1.0, 2.0], &[2])); // broadcast over the rows
+    /// assert_eq!(w.to_vec(), vec![0.0, 0.0, 2.0, 2.0]);
+    /// ```
+    ///
+    /// **Panics** as [`add_`](Tensor::add_).
     #[track_caller]
     pub fn sub_(&self, other: &Tensor<T>) {
         self.update_("sub_", [other], |x, [o]| x - o);
     }
 
     /// `self *= other` in place; see [`add_`](Tensor::add_).
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::from_vec(vec![1.0f32, 2.0], &[2]);
+    /// let view = w.reshape(&[2, 1]); // shares w's data
+    /// w.mul_(&Tensor::scalar(3.0));
+    /// assert_eq!(w.to_vec(), vec![3.0, 6.0]);
+    /// assert_eq!(view.to_vec(), vec![1.0, 2.0]); // a shared buffer is not written
+    /// ```
+    ///
+    /// **Panics** as [`add_`](Tensor::add_).
     #[track_caller]
     pub fn mul_(&self, other: &Tensor<T>) {
         self.update_("mul_", [other], |x, [o]| x * o);
@@ -104,12 +124,31 @@ impl<T: Float> Tensor<T> {
 
     /// Copies `src` (broadcast to `self`'s shape) into `self`; see
     /// [`add_`](Tensor::add_).
+    ///
+    /// ```
+    /// use tapegrad::{no_grad, Tensor};
+    /// let w = Tensor::<f64>::zeros(&[2, 2]).set_requires_grad(true);
+    /// no_grad(|| w.copy_(&Tensor::from_vec(vec![0.5, -0.5], &[2])));
+    /// assert_eq!(w.to_vec(), vec![0.5, -0.5, 0.5, -0.5]);
+    /// assert!(w.requires_grad()); // still a leaf that requires grad
+    /// ```
+    ///
+    /// **Panics** as [`add_`](Tensor::add_).
     #[track_caller]
     pub fn copy_(&self, src: &Tensor<T>) {
         self.update_("copy_", [src], |_, [s]| s);
     }
 
     /// Sets every element to `v`; see [`add_`](Tensor::add_).
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]);
+    /// t.fill_(0.0);
+    /// assert_eq!(t.to_vec(), vec![0.0, 0.0, 0.0]);
+    /// ```
+    ///
+    /// **Panics** as [`add_scalar_`](Tensor::add_scalar_).
     #[track_caller]
     pub fn fill_(&self, v: T) {
         self.update_("fill_", [], |_, []| v);

@@ -78,6 +78,8 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
     /// assert_eq!(t.mean_dim(1, false).to_vec(), vec![1.5, 3.5]);
     /// ```
+    ///
+    /// **Panics** if `dim` is out of range.
     #[track_caller]
     pub fn mean_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("mean_dim", dim, self.shape());
@@ -92,6 +94,8 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], &[4]);
     /// assert!((t.var_dim(0, false).item() - 5.0 / 3.0).abs() < 1e-15);
     /// ```
+    ///
+    /// **Panics** if `dim` is out of range.
     #[track_caller]
     pub fn var_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("var_dim", dim, self.shape());
@@ -138,6 +142,8 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 5.0, 3.0, 2.0], &[2, 2]);
     /// assert_eq!(t.min_dim(1, false).to_vec(), vec![1.0, 2.0]);
     /// ```
+    ///
+    /// **Panics** if `dim` is out of range or has size 0.
     #[track_caller]
     pub fn min_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         self.min_dim_with_indices(dim, keepdim).0
@@ -151,12 +157,25 @@ impl<T: Float> Tensor<T> {
     /// let (_, idx) = t.max_dim_with_indices(1, false);
     /// assert_eq!(idx.into_raw_vec_and_offset().0, vec![1, 0]);
     /// ```
+    ///
+    /// **Panics** if `dim` is out of range or has size 0.
     #[track_caller]
     pub fn max_dim_with_indices(&self, dim: usize, keepdim: bool) -> (Tensor<T>, ArrayD<usize>) {
         self.select_dim("max_dim", "MaxBackward", dim, keepdim, |x, best| x > best)
     }
 
-    /// [`min_dim`](Tensor::min_dim) and the index of each minimum.
+    /// [`min_dim`](Tensor::min_dim) and the index of each minimum
+    /// (`torch.min(x, dim)`).
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 5.0, 3.0, 2.0], &[2, 2]);
+    /// let (values, idx) = t.min_dim_with_indices(1, true);
+    /// assert_eq!(values.to_vec(), vec![1.0, 2.0]);
+    /// assert_eq!(idx.shape(), &[2, 1]);
+    /// assert_eq!(idx.into_raw_vec_and_offset().0, vec![0, 1]);
+    /// ```
+    ///
+    /// **Panics** if `dim` is out of range or has size 0.
     #[track_caller]
     pub fn min_dim_with_indices(&self, dim: usize, keepdim: bool) -> (Tensor<T>, ArrayD<usize>) {
         self.select_dim("min_dim", "MinBackward", dim, keepdim, |x, best| x < best)
@@ -168,6 +187,8 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 5.0, 3.0, 2.0], &[2, 2]);
     /// assert_eq!(t.argmax_dim(1, false).into_raw_vec_and_offset().0, vec![1, 0]);
     /// ```
+    ///
+    /// **Panics** if `dim` is out of range or has size 0.
     #[track_caller]
     pub fn argmax_dim(&self, dim: usize, keepdim: bool) -> ArrayD<usize> {
         no_grad(|| self.max_dim_with_indices(dim, keepdim).1)
@@ -235,6 +256,8 @@ impl<T: Float> Tensor<T> {
     /// let t = tapegrad::Tensor::from_vec(vec![1000.0f64, 1000.0], &[2]);
     /// assert!((t.logsumexp_dim(0, false).item() - (1000.0 + 2f64.ln())).abs() < 1e-12);
     /// ```
+    ///
+    /// **Panics** if `dim` is out of range.
     #[track_caller]
     pub fn logsumexp_dim(&self, dim: usize, keepdim: bool) -> Tensor<T> {
         check_dim("logsumexp_dim", dim, self.shape());

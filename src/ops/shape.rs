@@ -36,6 +36,14 @@ impl<T: Float> Tensor<T> {
     /// The transpose of a 2-D tensor (a view); 0-D and 1-D tensors are
     /// returned as they are, as PyTorch does.
     ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let m = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    /// assert_eq!(m.t().shape(), &[3, 2]);
+    /// assert_eq!(m.t().to_vec(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    /// assert_eq!(Tensor::<f32>::zeros(&[3]).t().shape(), &[3]);
+    /// ```
+    ///
     /// **Panics** for more than 2 dimensions (use `transpose`).
     #[track_caller]
     pub fn t(&self) -> Tensor<T> {
