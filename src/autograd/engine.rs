@@ -21,6 +21,16 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Options for [`Tensor::backward_opts`].
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).set_requires_grad(true);
+/// let y = &x * &x;
+/// let opts = BackwardOptions { grad: Some(Tensor::ones(&[2])), retain_graph: true, ..Default::default() };
+/// y.backward_opts(opts.clone());
+/// y.backward_opts(opts); // the graph was kept: a second backward adds up
+/// assert_eq!(x.grad().unwrap().to_vec(), vec![4.0, 8.0]); // 2 · 2x
+/// ```
 #[derive(Clone, Debug)]
 pub struct BackwardOptions<T: Float = f32> {
     /// The gradient of the output (`None`: ones, for a one-element output).
@@ -43,6 +53,15 @@ impl<T: Float> Default for BackwardOptions<T> {
 }
 
 /// Options for [`grad`].
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).set_requires_grad(true);
+/// let y = &x * 3.0; // two elements: the gradient of y is given
+/// let opts = GradOptions { grad_outputs: Some(vec![Tensor::from_vec(vec![1.0, 10.0], &[2])]), ..Default::default() };
+/// let dx = tapegrad::grad(&[y], &[x], opts);
+/// assert_eq!(dx[0].as_ref().unwrap().to_vec(), vec![3.0, 30.0]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct GradOptions<T: Float = f32> {
     /// One gradient per output (`None`: ones, for one-element outputs).
@@ -82,7 +101,20 @@ impl<T: Float> Tensor<T> {
         self.backward_opts(BackwardOptions::default());
     }
 
-    /// Backward with an explicit gradient of this tensor (same shape).
+    /// Backward with an explicit gradient of this tensor (same shape): the
+    /// leaves get the vector-Jacobian product `gradᵀ · ∂self/∂leaf`.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).set_requires_grad(true);
+    /// let y = &x * &x; // y = x², not one element
+    /// y.backward_with(&Tensor::from_vec(vec![1.0, 0.5], &[2]));
+    /// assert_eq!(x.grad().unwrap().to_vec(), vec![2.0, 2.0]); // g · 2x
+    /// ```
+    ///
+    /// **Panics** if `grad`'s shape is not this tensor's, if this tensor
+    /// does not require grad, or if the graph was already freed by a
+    /// previous backward.
     pub fn backward_with(&self, grad: &Tensor<T>) {
         self.backward_opts(BackwardOptions {
             grad: Some(grad.clone()),
@@ -91,6 +123,20 @@ impl<T: Float> Tensor<T> {
     }
 
     /// Backward with [`BackwardOptions`].
+    ///
+    /// ```
+    /// use tapegrad::prelude::*;
+    /// let x = Tensor::from_vec(vec![3.0f64], &[1]).set_requires_grad(true);
+    /// let y = x.powf(3.0).sum(); // y = x³
+    /// y.backward_opts(BackwardOptions { create_graph: true, ..Default::default() });
+    /// let dy = x.grad().unwrap(); // 3x², itself differentiable
+    /// assert_eq!(dy.item(), 27.0);
+    /// let d2y = tapegrad::grad(&[dy.sum()], &[x.clone()], GradOptions::default());
+    /// assert_eq!(d2y[0].as_ref().unwrap().item(), 18.0); // 6x
+    /// ```
+    ///
+    /// **Panics** as [`backward`](Tensor::backward) without `grad`, as
+    /// [`backward_with`](Tensor::backward_with) with it.
     pub fn backward_opts(&self, opts: BackwardOptions<T>) {
         let seed = root_grad("backward", self, opts.grad, "backward_with");
         run(
@@ -104,9 +150,10 @@ impl<T: Float> Tensor<T> {
 }
 
 /// The gradients of `outputs` with respect to `inputs`, without touching any
-/// `.grad`. `None` for an input that the outputs do not depend on. An input
-/// may be an intermediate result (a non-leaf), whose `.grad` stays `None`
-/// after a plain backward (see also [`Tensor::retain_grad`]):
+/// leaf's `.grad` (a non-leaf that [retains its gradient](Tensor::retain_grad)
+/// gets it, as in PyTorch). `None` for an input that the outputs do not
+/// depend on. An input may be an intermediate result (a non-leaf), whose
+/// `.grad` stays `None` after a plain backward:
 ///
 /// ```
 /// use tapegrad::prelude::*;

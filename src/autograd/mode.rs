@@ -24,6 +24,20 @@ pub fn is_grad_enabled() -> bool {
 
 /// Sets grad mode on this thread until the guard drops, then restores the
 /// previous mode (also when unwinding from a panic).
+///
+/// ```
+/// use tapegrad::{is_grad_enabled, GradModeGuard};
+/// {
+///     let _off = GradModeGuard::new(false);
+///     assert!(!is_grad_enabled());
+///     {
+///         let _on = GradModeGuard::new(true);
+///         assert!(is_grad_enabled());
+///     }
+///     assert!(!is_grad_enabled()); // the inner guard restored "off"
+/// }
+/// assert!(is_grad_enabled());
+/// ```
 #[must_use = "grad mode is restored as soon as the guard drops"]
 pub struct GradModeGuard {
     prev: bool,
@@ -31,6 +45,15 @@ pub struct GradModeGuard {
 
 impl GradModeGuard {
     /// Sets grad mode to `enabled` for this guard's lifetime.
+    ///
+    /// ```
+    /// use tapegrad::{GradModeGuard, Tensor};
+    /// let x = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// let guard = GradModeGuard::new(false);
+    /// assert!((&x * 2.0).is_leaf()); // not recorded
+    /// drop(guard);
+    /// assert!(!(&x * 2.0).is_leaf());
+    /// ```
     pub fn new(enabled: bool) -> Self {
         let prev = GRAD_ENABLED.with(|g| g.replace(enabled));
         GradModeGuard { prev }
@@ -62,6 +85,14 @@ pub struct NoGradGuard {
 
 impl NoGradGuard {
     /// Turns recording off until the guard drops.
+    ///
+    /// ```
+    /// use tapegrad::{is_grad_enabled, NoGradGuard};
+    /// let guard = NoGradGuard::new();
+    /// assert!(!is_grad_enabled());
+    /// drop(guard);
+    /// assert!(is_grad_enabled());
+    /// ```
     pub fn new() -> Self {
         NoGradGuard {
             _mode: GradModeGuard::new(false),
@@ -90,6 +121,14 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `f` with recording on (inside a [`no_grad`] scope, for example).
+///
+/// ```
+/// use tapegrad::{enable_grad, no_grad, Tensor};
+/// let x = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+/// let (off, on) = no_grad(|| (&x * 2.0, enable_grad(|| &x * 2.0)));
+/// assert!(!off.requires_grad());
+/// assert_eq!(on.grad_fn_name().as_deref(), Some("MulBackward"));
+/// ```
 pub fn enable_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = GradModeGuard::new(true);
     f()

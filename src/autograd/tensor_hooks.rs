@@ -218,8 +218,19 @@ impl<T: Float> Tensor<T> {
 
     /// Makes this non-leaf keep its gradient in [`grad`](Tensor::grad),
     /// accumulating across backwards as a leaf's does (a no-op on a leaf).
-    /// The gradient kept is the one after this tensor's hooks. See
-    /// [`grad`](Tensor::grad) for an example.
+    /// The gradient kept is the one after this tensor's hooks. See also
+    /// [`grad`](Tensor::grad).
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).set_requires_grad(true);
+    /// let h = x.exp(); // a non-leaf: no .grad unless it retains it
+    /// let h2 = x.exp();
+    /// h.retain_grad();
+    /// (&h * 2.0 + &h2 * 2.0).sum().backward();
+    /// assert_eq!(h.grad().unwrap().to_vec(), vec![2.0, 2.0]);
+    /// assert!(h2.grad().is_none());
+    /// ```
     ///
     /// **Panics** if the tensor does not require grad.
     pub fn retain_grad(&self) {
@@ -274,6 +285,19 @@ impl<T: Float> Tensor<T> {
 
 /// What [`Tensor::register_hook`] returns: [`remove`](HookHandle::remove)
 /// takes the hook off. Dropping the handle keeps the hook (as PyTorch's).
+///
+/// ```
+/// use tapegrad::Tensor;
+/// let x = Tensor::from_vec(vec![1.0f32], &[1]).set_requires_grad(true);
+/// let doubled = x.register_hook(|g| Some(g * 2.0));
+/// let _ = x.register_hook(|g| Some(g + 1.0)); // dropped handle: the hook stays
+/// (&x * 3.0).sum().backward();
+/// assert_eq!(x.grad().unwrap().item(), 7.0); // 3 · 2 + 1, in registration order
+/// doubled.remove();
+/// x.zero_grad();
+/// (&x * 3.0).sum().backward();
+/// assert_eq!(x.grad().unwrap().item(), 4.0); // 3 + 1
+/// ```
 #[must_use = "dropping the handle keeps the hook; call remove() to take it off"]
 pub struct HookHandle {
     remove: Box<dyn FnOnce() + Send + Sync>,

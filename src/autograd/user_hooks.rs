@@ -48,9 +48,47 @@ use std::sync::Arc;
 /// assert_eq!(x.grad().unwrap().to_vec(), vec![2.0 * 1f32.exp(); 3]);
 /// ```
 pub trait SavedTensorsHooks<T: Float>: Send + Sync {
-    /// What a saved value is kept as.
+    /// What a saved value is kept as: anything `pack` makes, as long as
+    /// `unpack` can make a tensor of it again.
+    ///
+    /// ```
+    /// use tapegrad::prelude::*;
+    /// /// Keeps saved values as f32 vectors, and their shapes.
+    /// struct AsF32;
+    /// impl SavedTensorsHooks<f64> for AsF32 {
+    ///     type Packed = (Vec<f32>, Vec<usize>);
+    ///     fn pack(&self, value: Tensor<f64>) -> Self::Packed {
+    ///         (value.to_vec().iter().map(|&v| v as f32).collect(), value.shape().to_vec())
+    ///     }
+    ///     fn unpack(&self, (data, shape): &Self::Packed) -> Tensor<f64> {
+    ///         Tensor::from_vec(data.iter().map(|&v| v as f64).collect(), shape)
+    ///     }
+    /// }
+    /// let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).set_requires_grad(true);
+    /// let y = tapegrad::saved_tensors_hooks(AsF32, || (&x * &x).sum());
+    /// y.backward();
+    /// assert_eq!(x.grad().unwrap().to_vec(), vec![2.0, 4.0]); // exact in f32
+    /// ```
     type Packed: Send + Sync + 'static;
     /// Called when an op saves `value` for backward.
+    ///
+    /// ```
+    /// # use tapegrad::prelude::*;
+    /// # /// Keeps saved values as f32 vectors, and their shapes.
+    /// # struct AsF32;
+    /// # impl SavedTensorsHooks<f64> for AsF32 {
+    /// #     type Packed = (Vec<f32>, Vec<usize>);
+    /// #     fn pack(&self, value: Tensor<f64>) -> Self::Packed {
+    /// #         (value.to_vec().iter().map(|&v| v as f32).collect(), value.shape().to_vec())
+    /// #     }
+    /// #     fn unpack(&self, (data, shape): &Self::Packed) -> Tensor<f64> {
+    /// #         Tensor::from_vec(data.iter().map(|&v| v as f64).collect(), shape)
+    /// #     }
+    /// # }
+    /// // `AsF32` keeps values as f32, as in `Packed`'s example.
+    /// let (data, shape) = AsF32.pack(Tensor::from_vec(vec![0.1f64, 2.0], &[2, 1]));
+    /// assert_eq!((data, shape), (vec![0.1f32, 2.0], vec![2, 1]));
+    /// ```
     fn pack(&self, value: Tensor<T>) -> Self::Packed;
     /// What the engine calls when an op saves `value`, with the op and the
     /// value's role to it; by default [`pack`](SavedTensorsHooks::pack).
@@ -87,11 +125,59 @@ pub trait SavedTensorsHooks<T: Float>: Send + Sync {
         let _ = saved;
         self.pack(value)
     }
-    /// Called when a backward rule reads the value back.
+    /// Called when a backward rule reads the value back. Backward uses
+    /// what it returns, so a lossy pack changes the gradient.
+    ///
+    /// ```
+    /// # use tapegrad::prelude::*;
+    /// # /// Keeps saved values as f32 vectors, and their shapes.
+    /// # struct AsF32;
+    /// # impl SavedTensorsHooks<f64> for AsF32 {
+    /// #     type Packed = (Vec<f32>, Vec<usize>);
+    /// #     fn pack(&self, value: Tensor<f64>) -> Self::Packed {
+    /// #         (value.to_vec().iter().map(|&v| v as f32).collect(), value.shape().to_vec())
+    /// #     }
+    /// #     fn unpack(&self, (data, shape): &Self::Packed) -> Tensor<f64> {
+    /// #         Tensor::from_vec(data.iter().map(|&v| v as f64).collect(), shape)
+    /// #     }
+    /// # }
+    /// // `AsF32` keeps values as f32, as in `Packed`'s example.
+    /// let x = Tensor::from_vec(vec![0.1f64], &[1]).set_requires_grad(true);
+    /// let y = tapegrad::saved_tensors_hooks(AsF32, || x.sin().sum()); // sin saves x
+    /// y.backward();
+    /// assert_eq!(x.grad().unwrap().item(), (0.1f32 as f64).cos()); // cos of the f32 value
+    /// assert_ne!(x.grad().unwrap().item(), 0.1f64.cos());
+    /// ```
     fn unpack(&self, packed: &Self::Packed) -> Tensor<T>;
 }
 
 /// What a saved value is, for [`SavedTensorsHooks::pack_saved`].
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use tapegrad::prelude::*;
+/// use tapegrad::SaveContext;
+///
+/// /// Lists what is saved.
+/// #[derive(Clone, Default)]
+/// struct List(Arc<Mutex<Vec<SaveContext>>>);
+/// impl SavedTensorsHooks<f32> for List {
+///     type Packed = Tensor<f32>;
+///     fn pack(&self, value: Tensor<f32>) -> Tensor<f32> { value }
+///     fn pack_saved(&self, value: Tensor<f32>, saved: &SaveContext) -> Tensor<f32> {
+///         self.0.lock().unwrap().push(saved.clone());
+///         value
+///     }
+///     fn unpack(&self, packed: &Tensor<f32>) -> Tensor<f32> { packed.clone() }
+/// }
+///
+/// let list = List::default();
+/// let x = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+/// let _y = tapegrad::saved_tensors_hooks(list.clone(), || x.sin().exp());
+/// let saved: Vec<(&str, String)> = list.0.lock().unwrap().iter().map(|s| (s.op, s.role.clone())).collect();
+/// // sin needs its input for cos(x); exp's derivative is its output
+/// assert_eq!(saved, [("SinBackward", "input 0".to_string()), ("ExpBackward", "output".to_string())]);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SaveContext {
     /// The op that saves it, by its backward node's name (as
