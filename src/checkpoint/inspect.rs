@@ -136,6 +136,15 @@ pub fn recompute_counts() -> RecomputeCounts {
 
 /// One value that a function saves for its backward, as
 /// [`saved_residuals`] lists it.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::<f64>::ones(&[2, 3]).set_requires_grad(true);
+/// let r = &tapegrad::saved_residuals(|xs| xs[0].exp(), &[x])[0];
+/// assert_eq!((r.op, r.role.as_str(), r.dtype), ("ExpBackward", "output", "f64"));
+/// assert_eq!((r.shape.as_slice(), r.bytes, r.new_bytes), (&[2, 3][..], 48, 48));
+/// assert!(r.to_string().starts_with("ExpBackward")); // one line of print_saved_residuals
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SavedResidual {
     /// The op that saved it, by the name of its backward node (as

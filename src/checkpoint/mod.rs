@@ -49,6 +49,16 @@ fn mib(bytes: usize) -> String {
 }
 
 /// A layer for [`checkpoint_sequential`]: a shared function of one tensor.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::{Layer, Tensor};
+/// let w = Tensor::from_vec(vec![2.0f64], &[1, 1]).set_requires_grad(true);
+/// let w2 = w.clone(); // the layer owns its weights: move a clone in
+/// let layer: Layer<f64> = Arc::new(move |h: &Tensor<f64>| h.matmul(&w2).tanh());
+/// let x = Tensor::from_vec(vec![0.5f64], &[1, 1]);
+/// assert_eq!(layer(&x).item(), 1f64.tanh());
+/// ```
 pub type Layer<T> = Arc<dyn Fn(&Tensor<T>) -> Tensor<T> + Send + Sync>;
 
 static NEXT_FRAME: AtomicU64 = AtomicU64::new(0);
@@ -145,6 +155,8 @@ where
 /// let done = tapegrad::recompute_counts() - before;
 /// assert_eq!((done.reruns, done.matmuls, done.reused_matmuls), (1, 0, 1));
 /// ```
+///
+/// **Panics** in backward as [`checkpoint`].
 pub fn checkpoint_with<T: Float, F>(f: F, inputs: &[Tensor<T>], opts: CheckpointOptions) -> Tensor<T>
 where
     F: Fn(&[Tensor<T>]) -> Tensor<T> + Send + Sync + 'static,
@@ -162,6 +174,8 @@ where
 /// (&ys[0] + &ys[1]).sum().backward();
 /// assert!(x.grad().is_some());
 /// ```
+///
+/// **Panics** in backward as [`checkpoint`].
 pub fn checkpoint_many<T: Float, F>(f: F, inputs: &[Tensor<T>]) -> Vec<Tensor<T>>
 where
     F: Fn(&[Tensor<T>]) -> Vec<Tensor<T>> + Send + Sync + 'static,
@@ -179,6 +193,8 @@ where
 /// (&ys[0] + &ys[1]).sum().backward();
 /// assert!(x.grad().is_some());
 /// ```
+///
+/// **Panics** in backward as [`checkpoint`].
 pub fn checkpoint_many_with<T: Float, F>(
     f: F,
     inputs: &[Tensor<T>],
@@ -250,7 +266,8 @@ where
 /// assert!(x.grad().is_some());
 /// ```
 ///
-/// **Panics** unless `1 <= segments <= layers.len()`.
+/// **Panics** unless `1 <= segments <= layers.len()`, and in backward as
+/// [`checkpoint`].
 pub fn checkpoint_sequential<T: Float>(layers: &[Layer<T>], segments: usize, input: &Tensor<T>) -> Tensor<T> {
     checkpoint_sequential_with(layers, segments, input, CheckpointOptions::default())
 }
@@ -258,7 +275,34 @@ pub fn checkpoint_sequential<T: Float>(layers: &[Layer<T>], segments: usize, inp
 /// [`checkpoint_sequential`] with [`CheckpointOptions`] for every
 /// checkpointed piece (`CheckpointPolicy::SaveDots`, say).
 ///
-/// **Panics** unless `1 <= segments <= layers.len()`.
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::prelude::*;
+/// use tapegrad::{checkpoint_sequential_with, Layer};
+/// let w = Tensor::<f64>::randn(&[4, 4]).set_requires_grad(true);
+/// let layers: Vec<Layer<f64>> = (0..4)
+///     .map(|_| {
+///         let w = w.clone();
+///         Arc::new(move |h: &Tensor<f64>| h.matmul(&w).tanh()) as Layer<f64>
+///     })
+///     .collect();
+/// let x = Tensor::<f64>::randn(&[2, 4]);
+/// let opts = CheckpointOptions { policy: CheckpointPolicy::SaveDots };
+/// let before = tapegrad::recompute_counts();
+/// checkpoint_sequential_with(&layers, 2, &x, opts).sum().backward();
+/// let done = tapegrad::recompute_counts() - before;
+/// // The first piece (2 layers) ran again, taking its 2 products back.
+/// assert_eq!((done.reruns, done.matmuls, done.reused_matmuls), (1, 0, 2));
+///
+/// // The gradient is the one without checkpoints.
+/// let checkpointed = w.grad().unwrap().to_vec();
+/// w.zero_grad();
+/// layers.iter().fold(x, |h, layer| layer(&h)).sum().backward();
+/// assert_eq!(checkpointed, w.grad().unwrap().to_vec());
+/// ```
+///
+/// **Panics** unless `1 <= segments <= layers.len()`, and in backward as
+/// [`checkpoint`].
 pub fn checkpoint_sequential_with<T: Float>(
     layers: &[Layer<T>],
     segments: usize,

@@ -60,7 +60,21 @@ pub struct LayerProfile {
 /// layer's saves at a time), and measures each as a [`LayerProfile`].
 ///
 /// The random generator is left where it was; each layer is called once.
-/// See [`LayerProfile`] for an example.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::{profile_layers, Layer, Tensor};
+/// let layers: Vec<Layer<f32>> = vec![
+///     Arc::new(|h: &Tensor<f32>| h.exp()),
+///     Arc::new(|h: &Tensor<f32>| h * 2.0),
+/// ];
+/// let x = Tensor::<f32>::randn(&[10]).set_requires_grad(true);
+/// let p = profile_layers(&layers, &x);
+/// assert_eq!(p.len(), 2);
+/// assert!(p[0].saves_output && !p[0].saves_input); // exp keeps its output
+/// assert_eq!((p[0].input_bytes, p[0].saved_bytes), (0, 10 * 4)); // x is the caller's
+/// assert_eq!(p[1].saved_bytes, 0); // scaling by a number keeps nothing
+/// ```
 pub fn profile_layers<T: Float>(layers: &[Layer<T>], input: &Tensor<T>) -> Vec<LayerProfile> {
     let _rng = Replay::new(rng::snapshot());
     let mut x = input.clone();
@@ -93,6 +107,19 @@ pub fn profile_layers<T: Float>(layers: &[Layer<T>], input: &Tensor<T>) -> Vec<L
 }
 
 /// A run of consecutive layers in a [`Plan`].
+///
+/// ```
+/// use tapegrad::{LayerProfile, Plan};
+/// let layer = LayerProfile { input_bytes: 1000, saved_bytes: 1000, saves_input: false,
+///                            saves_output: true, cost_secs: 1.0 };
+/// let plan = Plan::from_profiles(vec![layer; 16], 8000);
+/// let s = &plan.segments;
+/// // The segments cover the layers in order.
+/// assert_eq!((s[0].start, s[s.len() - 1].end), (0, 16));
+/// assert!(s.windows(2).all(|w| w[0].end == w[1].start));
+/// let rerun: usize = s.iter().filter(|s| s.checkpointed).map(|s| s.end - s.start).sum();
+/// assert_eq!(rerun, plan.recomputed_layers);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
     /// The first layer.
@@ -189,6 +216,18 @@ impl std::error::Error for BudgetError {}
 /// [`memory::saved_bytes`](crate::memory::saved_bytes) (activations saved
 /// for backward), not for the whole heap: gradients and the transient
 /// values of a single op are not in it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::prelude::*;
+/// let layers: Vec<tapegrad::Layer<f32>> =
+///     (0..8).map(|_| Arc::new(|h: &Tensor<f32>| h.tanh()) as tapegrad::Layer<f32>).collect();
+/// let x = Tensor::<f32>::randn(&[1024]).set_requires_grad(true);
+/// let all = 8 * 1024 * 4; // every tanh keeps its output
+/// assert_eq!(tapegrad::plan_checkpoints(&layers, all, &x).recomputed_layers, 0);
+/// let plan = tapegrad::plan_checkpoints(&layers, all / 2, &x);
+/// assert!(plan.predicted_peak_bytes <= all / 2 && plan.recomputed_layers > 0);
+/// ```
 ///
 /// **Panics** if no plan fits in `budget_bytes`, naming the smallest budget
 /// that fits ([`try_plan_checkpoints`] returns it instead).
@@ -316,8 +355,22 @@ impl Plan {
     }
 
     /// Runs `layers` on `input` as planned: each checkpointed segment under
-    /// [`checkpoint()`], the plain layers as they are. See [`Plan`] for an
-    /// example.
+    /// [`checkpoint()`], the plain layers as they are.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tapegrad::prelude::*;
+    /// let layers: Vec<tapegrad::Layer<f64>> =
+    ///     (0..6).map(|_| Arc::new(|h: &Tensor<f64>| h.sin()) as tapegrad::Layer<f64>).collect();
+    /// let x = Tensor::<f64>::randn(&[64]).set_requires_grad(true);
+    /// let plan = tapegrad::plan_checkpoints(&layers, 3 * 64 * 8, &x);
+    /// assert!(plan.recomputed_layers > 0);
+    /// plan.run(&layers, &x).sum().backward();
+    /// let planned = x.grad().unwrap().to_vec();
+    /// x.zero_grad();
+    /// layers.iter().fold(x.clone(), |h, layer| layer(&h)).sum().backward();
+    /// assert_eq!(planned, x.grad().unwrap().to_vec()); // as without checkpoints
+    /// ```
     ///
     /// **Panics** if the segments do not cover `layers` in order (a plan
     /// made for another number of layers).
