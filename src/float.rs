@@ -34,15 +34,39 @@ pub trait Float:
     + sealed::Sealed
 {
     /// The type's name, as used in messages (`"f32"`, `"f64"`).
+    ///
+    /// ```
+    /// use tapegrad::Float;
+    /// assert_eq!((f32::DTYPE, f64::DTYPE), ("f32", "f64"));
+    /// ```
     const DTYPE: &'static str;
 
     /// Converts an `f64` (rounding to nearest for `f32`): `T::of(0.5)`.
+    ///
+    /// ```
+    /// use tapegrad::Float;
+    /// assert_eq!(f32::of(0.1), 0.1f32);
+    /// assert_eq!(f64::of(0.1), 0.1f64);
+    /// ```
     fn of(v: f64) -> Self;
 
     /// Converts to `f64` (exact).
+    ///
+    /// ```
+    /// use tapegrad::Float;
+    /// assert_eq!(0.5f32.as_f64(), 0.5);
+    /// assert_eq!(0.1f32.as_f64(), 0.1f32 as f64); // the f32 value, not 0.1
+    /// ```
     fn as_f64(self) -> f64;
 
     /// The error function.
+    ///
+    /// ```
+    /// use tapegrad::Float;
+    /// assert_eq!(Float::erf(0.0f64), 0.0);
+    /// assert!((Float::erf(1.0f64) - 0.8427007929497149).abs() < 1e-15);
+    /// assert_eq!(Float::erf(-1.0f32), -Float::erf(1.0f32)); // odd
+    /// ```
     fn erf(self) -> Self;
 
     /// tanh as the `tanh` op computes it: the standard library's for `f64`;

@@ -6,6 +6,16 @@ use std::fmt;
 
 /// Tolerances for [`gradcheck`]: an analytic value `a` passes against a
 /// numeric one `n` when `|a - n| <= atol + rtol * |n|`.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::from_vec(vec![2.0], &[1]).set_requires_grad(true);
+/// let f = |x: &[Tensor<f64>]| x[0].powf(4.0);
+/// // A central difference of x⁴ is off by 4x·eps²: 0.08 at eps = 0.1.
+/// let coarse = GradcheckOptions { eps: 0.1, ..Default::default() };
+/// assert!(tapegrad::gradcheck(f, &[x.clone()], coarse).is_err());
+/// assert!(tapegrad::gradcheck(f, &[x], GradcheckOptions::default()).is_ok());
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct GradcheckOptions {
     /// The finite-difference step.
@@ -28,6 +38,29 @@ impl Default for GradcheckOptions {
 
 /// The first Jacobian entry where backward and finite differences disagree:
 /// d output\[`output`\] / d input `input`\[`element`\].
+///
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::{ndarray::ArrayD, prelude::*};
+///
+/// /// y = x², with a wrong derivative (x instead of 2x).
+/// struct BadSquare;
+/// impl CustomOp<f64> for BadSquare {
+///     fn name(&self) -> &str { "BadSquare" }
+///     fn forward(&self, x: &[ArrayD<f64>]) -> ArrayD<f64> { x[0].mapv(|v| v * v) }
+///     fn backward(&self, x: &[ArrayD<f64>], _y: &ArrayD<f64>, g: &ArrayD<f64>)
+///         -> Vec<Option<ArrayD<f64>>> {
+///         vec![Some(g * &x[0])]
+///     }
+/// }
+///
+/// let x = Tensor::from_vec(vec![3.0, 1.0], &[2]).set_requires_grad(true);
+/// let f = |x: &[Tensor<f64>]| Tensor::apply_op(Arc::new(BadSquare), x);
+/// let err = tapegrad::gradcheck(f, &[x], GradcheckOptions::default()).unwrap_err();
+/// assert_eq!((err.input, err.output, err.element), (0, 0, 0));
+/// assert_eq!(err.analytic, 3.0);
+/// assert!((err.numeric - 6.0).abs() < 1e-6);
+/// ```
 #[derive(Debug, Clone)]
 pub struct GradcheckError {
     /// Which input (index into `inputs`).
