@@ -23,8 +23,9 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// let before = tapegrad::memory::saved_bytes();
 /// let x = Tensor::<f32>::ones(&[1000]).set_requires_grad(true);
 /// let y = x.exp(); // saves its output: 4000 bytes
-/// assert!(tapegrad::memory::saved_bytes() >= before);
-/// drop(y);
+/// assert_eq!(tapegrad::memory::saved_bytes(), before + 4000);
+/// drop(y); // and the graph with it
+/// assert_eq!(tapegrad::memory::saved_bytes(), before);
 /// ```
 ///
 /// The counter is process-wide: tests asserting on it must not run beside
@@ -34,11 +35,31 @@ pub fn saved_bytes() -> usize {
 }
 
 /// The high-water mark of [`saved_bytes`] since the last [`reset_peak`].
+///
+/// ```
+/// use tapegrad::{memory, Tensor};
+/// let x = Tensor::<f32>::ones(&[1000]).set_requires_grad(true);
+/// memory::reset_peak();
+/// let base = memory::saved_bytes();
+/// let y = x.exp().exp(); // each exp saves its output: 2 × 4000 bytes
+/// y.sum().backward(); // frees them
+/// assert_eq!(memory::saved_bytes(), base);
+/// assert_eq!(memory::peak_saved_bytes(), base + 8000);
+/// ```
 pub fn peak_saved_bytes() -> usize {
     PEAK.load(Ordering::Relaxed)
 }
 
 /// Starts a new high-water mark at the current [`saved_bytes`].
+///
+/// ```
+/// use tapegrad::{memory, Tensor};
+/// let x = Tensor::<f32>::ones(&[1000]).set_requires_grad(true);
+/// x.exp().sum().backward(); // saved 4000 bytes for a while
+/// assert!(memory::peak_saved_bytes() >= 4000);
+/// memory::reset_peak();
+/// assert_eq!(memory::peak_saved_bytes(), memory::saved_bytes());
+/// ```
 pub fn reset_peak() {
     PEAK.store(SAVED.load(Ordering::Relaxed), Ordering::Relaxed);
 }
@@ -70,6 +91,16 @@ pub fn empty_cache() {
 
 /// The bytes of freed buffers kept for reuse, by all threads (see
 /// [`empty_cache`]).
+///
+/// ```
+/// use tapegrad::{memory, Tensor};
+/// memory::empty_cache();
+/// drop(Tensor::<f64>::zeros(&[128, 128])); // 128 KiB, kept for reuse
+/// assert_eq!(memory::cached_bytes(), 128 * 128 * 8);
+/// let t = Tensor::<f64>::ones(&[128, 128]); // of the same length: takes it back
+/// assert_eq!(memory::cached_bytes(), 0);
+/// # drop(t);
+/// ```
 pub fn cached_bytes() -> usize {
     pool::cached_bytes()
 }
@@ -89,6 +120,13 @@ pub fn set_cache_limit(bytes: usize) {
 }
 
 /// The most bytes of freed buffers kept for reuse ([`set_cache_limit`]).
+///
+/// ```
+/// use tapegrad::memory;
+/// assert_eq!(memory::cache_limit(), 256 << 20); // the default
+/// memory::set_cache_limit(1 << 20);
+/// assert_eq!(memory::cache_limit(), 1 << 20);
+/// ```
 pub fn cache_limit() -> usize {
     pool::limit()
 }
@@ -113,7 +151,7 @@ pub(crate) fn uncount_saved<T: 'static>(buf: &Buffer<T>) {
 /// step really holds (activations, gradients, optimizer state) beside
 /// [`saved_bytes`]. The counts are process-wide.
 ///
-/// ```no_run
+/// ```
 /// use tapegrad::memory::CountingAllocator;
 ///
 /// #[global_allocator]
@@ -135,17 +173,54 @@ static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
 impl CountingAllocator {
     /// Bytes allocated and not yet freed (0 unless this is the global
     /// allocator).
+    ///
+    /// ```
+    /// # use tapegrad::memory::CountingAllocator;
+    /// # #[global_allocator]
+    /// # static HEAP: CountingAllocator = CountingAllocator;
+    /// # fn main() {
+    /// let before = CountingAllocator::live();
+    /// let t = tapegrad::Tensor::<f64>::zeros(&[1000]);
+    /// assert!(CountingAllocator::live() >= before + 8000);
+    /// drop(t);
+    /// # }
+    /// ```
     pub fn live() -> usize {
         HEAP_LIVE.load(Ordering::Relaxed)
     }
 
     /// The high-water mark of [`live`](CountingAllocator::live) since the
     /// last [`reset_peak`](CountingAllocator::reset_peak).
+    ///
+    /// ```
+    /// # use tapegrad::memory::CountingAllocator;
+    /// # #[global_allocator]
+    /// # static HEAP: CountingAllocator = CountingAllocator;
+    /// # fn main() {
+    /// CountingAllocator::reset_peak();
+    /// let before = CountingAllocator::live();
+    /// drop(vec![0u8; 1 << 20]);
+    /// assert!(CountingAllocator::peak() >= before + (1 << 20)); // the vector was counted
+    /// assert!(CountingAllocator::live() < before + (1 << 20)); // and freed
+    /// # }
+    /// ```
     pub fn peak() -> usize {
         HEAP_PEAK.load(Ordering::Relaxed)
     }
 
     /// Starts a new high-water mark at the current live bytes.
+    ///
+    /// ```
+    /// # use tapegrad::memory::CountingAllocator;
+    /// # #[global_allocator]
+    /// # static HEAP: CountingAllocator = CountingAllocator;
+    /// # fn main() {
+    /// drop(vec![0u8; 1 << 20]);
+    /// assert!(CountingAllocator::peak() >= 1 << 20);
+    /// CountingAllocator::reset_peak();
+    /// assert_eq!(CountingAllocator::peak(), CountingAllocator::live());
+    /// # }
+    /// ```
     pub fn reset_peak() {
         HEAP_PEAK.store(HEAP_LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
     }
@@ -154,6 +229,18 @@ impl CountingAllocator {
     /// during it above what was live when it started. The buffer cache is
     /// emptied first: cached buffers would serve `f` without showing on the
     /// heap (see [`empty_cache`]).
+    ///
+    /// ```
+    /// # use tapegrad::memory::CountingAllocator;
+    /// # #[global_allocator]
+    /// # static HEAP: CountingAllocator = CountingAllocator;
+    /// # fn main() {
+    /// use tapegrad::Tensor;
+    /// let (sum, peak) = CountingAllocator::peak_during(|| Tensor::<f32>::ones(&[1 << 20]).sum().item());
+    /// assert_eq!(sum, (1 << 20) as f32);
+    /// assert!(peak >= 4 << 20); // the 4 MiB of ones, freed since
+    /// # }
+    /// ```
     pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
         empty_cache();
         let before = Self::live();
