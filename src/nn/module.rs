@@ -30,11 +30,34 @@ use std::sync::Arc;
 /// ```
 pub trait Module<T: Float = f32>: Send + Sync {
     /// The output for input `x`.
+    ///
+    /// ```
+    /// use tapegrad::nn::{Linear, Module};
+    /// use tapegrad::Tensor;
+    /// let fc = Linear::<f32>::new(3, 2);
+    /// let x = Tensor::ones(&[4, 3]); // a batch of 4
+    /// let y = fc.forward(&x);
+    /// assert_eq!(y.shape(), &[4, 2]);
+    /// let by_hand = x.matmul(&fc.weight.t()) + fc.bias.as_ref().unwrap(); // x Wᵀ + b
+    /// assert_eq!(y.to_vec(), by_hand.to_vec());
+    /// ```
     fn forward(&self, x: &Tensor<T>) -> Tensor<T>;
 
     /// Every trainable tensor with its dotted name, in a fixed order:
     /// PyTorch's names (`"weight"`, `"bias"`; children `"0.weight"`,
     /// `"fc1.bias"`).
+    ///
+    /// ```
+    /// use tapegrad::nn::{Linear, Module, ReLU, Sequential};
+    /// let net = Sequential::<f32>::new().add(Linear::new(4, 3)).add(ReLU).add(Linear::new_no_bias(3, 1));
+    /// let named: Vec<(String, Vec<usize>)> =
+    ///     net.named_parameters().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
+    /// assert_eq!(named, [
+    ///     ("0.weight".to_string(), vec![3, 4]),
+    ///     ("0.bias".to_string(), vec![3]),
+    ///     ("2.weight".to_string(), vec![1, 3]),
+    /// ]);
+    /// ```
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)>;
 
     /// The tensors of [`named_parameters`](Module::named_parameters), in
@@ -43,6 +66,15 @@ pub trait Module<T: Float = f32>: Send + Sync {
     /// optimizer does not update it twice (PyTorch's `parameters()` also
     /// skips duplicates; its `state_dict`, like `named_parameters` here,
     /// keeps every name).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tapegrad::nn::{Linear, Module, Sequential, Tanh};
+    /// let shared = Arc::new(Linear::<f32>::new(2, 2));
+    /// let net = Sequential::new().add(shared.clone()).add(Tanh).add(shared);
+    /// assert_eq!(net.named_parameters().len(), 4); // both places by name
+    /// assert_eq!(net.parameters().len(), 2); // each tensor once
+    /// ```
     fn parameters(&self) -> Vec<Tensor<T>> {
         let mut seen = HashSet::new();
         self.named_parameters()
@@ -54,22 +86,70 @@ pub trait Module<T: Float = f32>: Send + Sync {
 
     /// State saved with the weights but not trained, with dotted names
     /// (none by default).
+    ///
+    /// ```
+    /// use tapegrad::nn::{Linear, Module, Sequential};
+    /// use tapegrad::Tensor;
+    ///
+    /// /// Adds a fixed offset: saved with the weights, not trained.
+    /// struct Shift { offset: Tensor<f32> }
+    /// impl Module<f32> for Shift {
+    ///     fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> { x + &self.offset }
+    ///     fn named_parameters(&self) -> Vec<(String, Tensor<f32>)> { Vec::new() }
+    ///     fn named_buffers(&self) -> Vec<(String, Tensor<f32>)> {
+    ///         vec![("offset".to_string(), self.offset.clone())]
+    ///     }
+    /// }
+    ///
+    /// let net = Sequential::new().add(Linear::new(2, 2)).add(Shift { offset: Tensor::ones(&[2]) });
+    /// let names: Vec<String> = net.named_buffers().into_iter().map(|(n, _)| n).collect();
+    /// assert_eq!(names, ["1.offset"]);
+    /// assert!(Linear::<f32>::new(2, 2).named_buffers().is_empty());
+    /// ```
     fn named_buffers(&self) -> Vec<(String, Tensor<T>)> {
         Vec::new()
     }
 
     /// Switches training mode on or off (modules without a mode ignore it;
     /// containers forward it to their children).
+    ///
+    /// ```
+    /// use tapegrad::nn::{Dropout, Linear, Module, Sequential};
+    /// use tapegrad::Tensor;
+    /// let net = Sequential::new().add(Linear::new(4, 4)).add(Dropout::new(0.5f32));
+    /// let x = Tensor::ones(&[1, 4]);
+    /// net.set_training(false); // reaches the Dropout inside
+    /// assert_eq!(net.forward(&x).to_vec(), net.forward(&x).to_vec());
+    /// ```
     fn set_training(&self, training: bool) {
         let _ = training;
     }
 
     /// `set_training(true)`.
+    ///
+    /// ```
+    /// use tapegrad::nn::{Dropout, Module};
+    /// use tapegrad::Tensor;
+    /// let drop = Dropout::new(0.5f32);
+    /// let x = Tensor::ones(&[1000]);
+    /// drop.eval();
+    /// drop.train(); // dropping again
+    /// assert!(drop.forward(&x).to_vec().contains(&0.0));
+    /// ```
     fn train(&self) {
         self.set_training(true);
     }
 
     /// `set_training(false)`: dropout becomes the identity.
+    ///
+    /// ```
+    /// use tapegrad::nn::{Dropout, Module};
+    /// use tapegrad::Tensor;
+    /// let drop = Dropout::new(0.5f32);
+    /// let x = Tensor::ones(&[1000]);
+    /// drop.eval();
+    /// assert_eq!(drop.forward(&x).to_vec(), x.to_vec());
+    /// ```
     fn eval(&self) {
         self.set_training(false);
     }

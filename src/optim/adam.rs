@@ -78,8 +78,18 @@ impl<T: Float> Adam<T> {
     /// The decay rates of the two running averages (default 0.9, 0.999).
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::Adam::new(vec![w], 1e-3).betas(0.8, 0.99);
+    /// use tapegrad::optim::{Adam, Optimizer};
+    /// use tapegrad::Tensor;
+    /// // With β = 0 the averages are the last gradient and its square:
+    /// // every step moves θ by lr against the gradient's sign.
+    /// let w = Tensor::<f64>::zeros(&[1]).set_requires_grad(true);
+    /// let mut opt = Adam::new(vec![w.clone()], 0.5).betas(0.0, 0.0);
+    /// for _ in 0..2 {
+    ///     opt.zero_grad();
+    ///     ((&w - 3.0) * (&w - 3.0)).sum().backward(); // -6, then -5
+    ///     opt.step();
+    /// }
+    /// assert!((w.item() - 1.0).abs() < 1e-8); // with the defaults: 0.9956
     /// ```
     ///
     /// **Panics** unless both are in [0, 1).
@@ -98,8 +108,14 @@ impl<T: Float> Adam<T> {
     /// The term added to the denominator for stability (default 1e-8).
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::Adam::new(vec![w], 1e-3).eps(1e-6);
+    /// use tapegrad::optim::{Adam, Optimizer};
+    /// use tapegrad::Tensor;
+    /// // The first step is lr · g / (|g| + eps): with g = 1 and eps = 1, half of lr.
+    /// let w = Tensor::<f64>::zeros(&[1]).set_requires_grad(true);
+    /// let mut opt = Adam::new(vec![w.clone()], 0.1).eps(1.0);
+    /// w.sum().backward();
+    /// opt.step();
+    /// assert!((w.item() + 0.05).abs() < 1e-12);
     /// ```
     ///
     /// **Panics** if `eps` is negative or NaN.
@@ -113,8 +129,15 @@ impl<T: Float> Adam<T> {
     /// penalty); [`AdamW`](super::AdamW) decays θ directly.
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::Adam::new(vec![w], 1e-3).weight_decay(1e-4);
+    /// use tapegrad::optim::{Adam, Optimizer};
+    /// use tapegrad::Tensor;
+    /// // A zero loss gradient: the step comes from λθ alone, normalised by
+    /// // Adam to a step of lr.
+    /// let w = Tensor::<f64>::ones(&[1]).set_requires_grad(true);
+    /// let mut opt = Adam::new(vec![w.clone()], 0.01).weight_decay(0.1);
+    /// (&w * 0.0).sum().backward();
+    /// opt.step();
+    /// assert!((w.item() - 0.99).abs() < 1e-8);
     /// ```
     ///
     /// **Panics** if `weight_decay` is negative or NaN.
@@ -128,8 +151,21 @@ impl<T: Float> Adam<T> {
     /// far instead of the current one.
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::Adam::new(vec![w], 1e-3).amsgrad(true);
+    /// use tapegrad::optim::{Adam, Optimizer};
+    /// use tapegrad::Tensor;
+    /// // A large gradient, then a small one: the second moment falls, but
+    /// // AMSGrad divides by the largest seen, so its second step is shorter.
+    /// let run = |amsgrad: bool| {
+    ///     let w = Tensor::<f64>::zeros(&[1]).set_requires_grad(true);
+    ///     let mut opt = Adam::new(vec![w.clone()], 0.1).amsgrad(amsgrad);
+    ///     for g in [100.0, 1.0] {
+    ///         opt.zero_grad();
+    ///         (&w * g).sum().backward();
+    ///         opt.step();
+    ///     }
+    ///     w.item()
+    /// };
+    /// assert!(run(true) > run(false)); // both went down; AMSGrad less far
     /// ```
     pub fn amsgrad(mut self, amsgrad: bool) -> Self {
         self.amsgrad = amsgrad;

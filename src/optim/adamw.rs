@@ -39,8 +39,18 @@ impl<T: Float> AdamW<T> {
     /// The decay rates of the two running averages (default 0.9, 0.999).
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::AdamW::new(vec![w], 1e-3).betas(0.8, 0.99);
+    /// use tapegrad::optim::{AdamW, Optimizer};
+    /// use tapegrad::Tensor;
+    /// // With β = 0 (and no decay), every step moves θ by lr against the
+    /// // gradient's sign, as for Adam.
+    /// let w = Tensor::<f64>::zeros(&[1]).set_requires_grad(true);
+    /// let mut opt = AdamW::new(vec![w.clone()], 0.5).betas(0.0, 0.0).weight_decay(0.0);
+    /// for _ in 0..2 {
+    ///     opt.zero_grad();
+    ///     ((&w - 3.0) * (&w - 3.0)).sum().backward();
+    ///     opt.step();
+    /// }
+    /// assert!((w.item() - 1.0).abs() < 1e-8);
     /// ```
     ///
     /// **Panics** unless both are in [0, 1).
@@ -51,8 +61,14 @@ impl<T: Float> AdamW<T> {
     /// The term added to the denominator for stability (default 1e-8).
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::AdamW::new(vec![w], 1e-3).eps(1e-6);
+    /// use tapegrad::optim::{AdamW, Optimizer};
+    /// use tapegrad::Tensor;
+    /// // θ (1 - γλ) - γ g / (|g| + eps), with g = 1 and eps = 1.
+    /// let w = Tensor::<f64>::ones(&[1]).set_requires_grad(true);
+    /// let mut opt = AdamW::new(vec![w.clone()], 0.1).eps(1.0);
+    /// w.sum().backward();
+    /// opt.step();
+    /// assert!((w.item() - (1.0 * (1.0 - 0.1 * 0.01) - 0.05)).abs() < 1e-12);
     /// ```
     ///
     /// **Panics** if `eps` is negative or NaN.
@@ -63,8 +79,21 @@ impl<T: Float> AdamW<T> {
     /// The decoupled weight decay λ (default 0.01).
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::AdamW::new(vec![w], 1e-3).weight_decay(0.1);
+    /// use tapegrad::optim::{Adam, AdamW, Optimizer};
+    /// use tapegrad::Tensor;
+    /// // A zero loss gradient: AdamW shrinks θ by γλθ; Adam's λθ term is
+    /// // normalised into a full step of γ.
+    /// let step = |mut opt: Box<dyn Optimizer<f64>>, w: &Tensor<f64>| {
+    ///     (w * 0.0).sum().backward();
+    ///     opt.step();
+    ///     w.item()
+    /// };
+    /// let w1 = Tensor::<f64>::ones(&[1]).set_requires_grad(true);
+    /// let w2 = Tensor::<f64>::ones(&[1]).set_requires_grad(true);
+    /// let decoupled = step(Box::new(AdamW::new(vec![w1.clone()], 0.01).weight_decay(0.1)), &w1);
+    /// let l2 = step(Box::new(Adam::new(vec![w2.clone()], 0.01).weight_decay(0.1)), &w2);
+    /// assert!((decoupled - 0.999).abs() < 1e-12);
+    /// assert!((l2 - 0.99).abs() < 1e-8);
     /// ```
     ///
     /// **Panics** if `weight_decay` is negative or NaN.
@@ -75,8 +104,22 @@ impl<T: Float> AdamW<T> {
     /// AMSGrad (default off), as [`Adam::amsgrad`].
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::AdamW::new(vec![w], 1e-3).amsgrad(true);
+    /// use tapegrad::optim::{Adam, AdamW, Optimizer};
+    /// use tapegrad::Tensor;
+    /// // Without decay, AdamW with AMSGrad is Adam with AMSGrad.
+    /// let run = |mut opt: Box<dyn Optimizer<f64>>, w: &Tensor<f64>| {
+    ///     for g in [100.0, 1.0] {
+    ///         opt.zero_grad();
+    ///         (w * g).sum().backward();
+    ///         opt.step();
+    ///     }
+    ///     w.item()
+    /// };
+    /// let w1 = Tensor::<f64>::zeros(&[1]).set_requires_grad(true);
+    /// let w2 = Tensor::<f64>::zeros(&[1]).set_requires_grad(true);
+    /// let adamw = run(Box::new(AdamW::new(vec![w1.clone()], 0.1).weight_decay(0.0).amsgrad(true)), &w1);
+    /// let adam = run(Box::new(Adam::new(vec![w2.clone()], 0.1).amsgrad(true)), &w2);
+    /// assert_eq!(adamw, adam);
     /// ```
     pub fn amsgrad(self, amsgrad: bool) -> Self {
         AdamW(self.0.amsgrad(amsgrad))

@@ -35,10 +35,16 @@ impl<T: Float> StepLr<T> {
     /// after every `step_size` calls of [`step`](StepLr::step).
     ///
     /// ```
-    /// use tapegrad::optim::{Adam, StepLr};
+    /// use tapegrad::optim::{Adam, Optimizer, StepLr};
     /// let w = tapegrad::Tensor::<f32>::ones(&[1]).set_requires_grad(true);
-    /// let opt = Adam::new(vec![w], 1e-3);
-    /// let schedule = StepLr::new(&opt, 30, 0.1);
+    /// let mut opt = Adam::new(vec![w], 1e-3);
+    /// let mut schedule = StepLr::new(&opt, 30, 0.1);
+    /// for _epoch in 0..29 {
+    ///     schedule.step(&mut opt);
+    /// }
+    /// assert_eq!(opt.lr(), 1e-3);
+    /// schedule.step(&mut opt); // the 30th
+    /// assert!((opt.lr() - 1e-4).abs() < 1e-9);
     /// ```
     ///
     /// **Panics** if `step_size` is 0.
@@ -103,10 +109,14 @@ impl<T: Float> CosineAnnealingLr<T> {
     /// `eta_min` in `t_max` epochs.
     ///
     /// ```
-    /// use tapegrad::optim::{Adam, CosineAnnealingLr};
-    /// let w = tapegrad::Tensor::<f32>::ones(&[1]).set_requires_grad(true);
-    /// let opt = Adam::new(vec![w], 1e-3);
-    /// let schedule = CosineAnnealingLr::new(&opt, 100, 1e-5);
+    /// use tapegrad::optim::{Adam, CosineAnnealingLr, Optimizer};
+    /// let w = tapegrad::Tensor::<f64>::ones(&[1]).set_requires_grad(true);
+    /// let mut opt = Adam::new(vec![w], 1e-3);
+    /// let mut schedule = CosineAnnealingLr::new(&opt, 100, 1e-5);
+    /// for _epoch in 0..100 {
+    ///     schedule.step(&mut opt);
+    /// }
+    /// assert!((opt.lr() - 1e-5).abs() < 1e-12); // at eta_min after t_max epochs
     /// ```
     ///
     /// **Panics** if `t_max` is 0.

@@ -64,16 +64,57 @@ use crate::{Float, Tensor};
 pub trait Optimizer<T: Float = f32>: Send {
     /// Updates every parameter that has a gradient, in place; a parameter
     /// whose gradient is `None` is skipped and its state left as it was.
+    ///
+    /// ```
+    /// use tapegrad::optim::{Optimizer, Sgd};
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).set_requires_grad(true);
+    /// let idle = Tensor::from_vec(vec![5.0f64], &[1]).set_requires_grad(true);
+    /// let mut opt = Sgd::new(vec![w.clone(), idle.clone()], 0.1);
+    /// (&w * &w).sum().backward(); // dw = 2w; idle gets no gradient
+    /// opt.step();
+    /// assert_eq!(w.to_vec(), vec![0.8, 1.6]); // w - 0.1 · 2w
+    /// assert_eq!(idle.to_vec(), vec![5.0]);
+    /// ```
     fn step(&mut self);
 
     /// Sets every parameter's gradient back to `None` (PyTorch's
     /// `zero_grad(set_to_none=True)`).
+    ///
+    /// ```
+    /// use tapegrad::optim::{Optimizer, Sgd};
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::<f32>::ones(&[2]).set_requires_grad(true);
+    /// let mut opt = Sgd::new(vec![w.clone()], 0.1);
+    /// w.sum().backward();
+    /// assert!(w.grad().is_some());
+    /// opt.zero_grad();
+    /// assert!(w.grad().is_none());
+    /// ```
     fn zero_grad(&mut self);
 
     /// The learning rate the next [`step`](Optimizer::step) uses.
+    ///
+    /// ```
+    /// use tapegrad::optim::{Adam, Optimizer};
+    /// let opt = Adam::new(vec![tapegrad::Tensor::<f32>::zeros(&[1]).set_requires_grad(true)], 1e-3);
+    /// assert_eq!(opt.lr(), 1e-3);
+    /// ```
     fn lr(&self) -> T;
 
     /// Sets the learning rate (what a schedule does).
+    ///
+    /// ```
+    /// use tapegrad::optim::{Optimizer, Sgd};
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::from_vec(vec![1.0f64], &[1]).set_requires_grad(true);
+    /// let mut opt = Sgd::new(vec![w.clone()], 0.1);
+    /// opt.set_lr(0.5);
+    /// assert_eq!(opt.lr(), 0.5);
+    /// (&w * 2.0).sum().backward();
+    /// opt.step();
+    /// assert_eq!(w.item(), 0.0); // 1 - 0.5 · 2
+    /// ```
     fn set_lr(&mut self, lr: T);
 }
 

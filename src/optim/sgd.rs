@@ -61,8 +61,17 @@ impl<T: Float> Sgd<T> {
     /// Momentum factor μ (default 0: none).
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::Sgd::new(vec![w], 0.01).momentum(0.9);
+    /// use tapegrad::optim::{Optimizer, Sgd};
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::<f64>::zeros(&[1]).set_requires_grad(true);
+    /// let mut opt = Sgd::new(vec![w.clone()], 0.1).momentum(0.9);
+    /// for _ in 0..2 {
+    ///     opt.zero_grad();
+    ///     w.sum().backward(); // g = 1
+    ///     opt.step();
+    /// }
+    /// // b = 1, then 0.9 · 1 + 1 = 1.9: w = -0.1 - 0.19
+    /// assert!((w.item() + 0.29).abs() < 1e-12);
     /// ```
     ///
     /// **Panics** if `momentum` is negative or NaN.
@@ -76,9 +85,21 @@ impl<T: Float> Sgd<T> {
     /// momentum buffer with weight 1 - τ.
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::Sgd::new(vec![w], 0.01).momentum(0.9).dampening(0.1);
+    /// use tapegrad::optim::{Optimizer, Sgd};
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::<f64>::zeros(&[1]).set_requires_grad(true);
+    /// let mut opt = Sgd::new(vec![w.clone()], 0.1).momentum(0.9).dampening(0.5);
+    /// for _ in 0..2 {
+    ///     opt.zero_grad();
+    ///     w.sum().backward(); // g = 1
+    ///     opt.step();
+    /// }
+    /// // b = 1, then 0.9 · 1 + 0.5 · 1 = 1.4: w = -0.1 - 0.14
+    /// assert!((w.item() + 0.24).abs() < 1e-12);
     /// ```
+    ///
+    /// **Panics** in [`step`](Optimizer::step) with a non-zero dampening
+    /// and Nesterov momentum.
     pub fn dampening(mut self, dampening: T) -> Self {
         self.dampening = dampening;
         self
@@ -88,9 +109,21 @@ impl<T: Float> Sgd<T> {
     /// dampening, which [`step`](Optimizer::step) checks.
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::Sgd::new(vec![w], 0.01).momentum(0.9).nesterov(true);
+    /// use tapegrad::optim::{Optimizer, Sgd};
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::<f64>::zeros(&[1]).set_requires_grad(true);
+    /// let mut opt = Sgd::new(vec![w.clone()], 0.1).momentum(0.9).nesterov(true);
+    /// for _ in 0..2 {
+    ///     opt.zero_grad();
+    ///     w.sum().backward(); // g = 1
+    ///     opt.step();
+    /// }
+    /// // b = 1, then 1.9; steps of g + μ b: 1.9, then 2.71
+    /// assert!((w.item() + 0.461).abs() < 1e-12);
     /// ```
+    ///
+    /// **Panics** in [`step`](Optimizer::step) without a momentum or with a
+    /// dampening.
     pub fn nesterov(mut self, nesterov: bool) -> Self {
         self.nesterov = nesterov;
         self
@@ -99,8 +132,13 @@ impl<T: Float> Sgd<T> {
     /// Weight decay λ, an L2 penalty added to the gradient (default 0).
     ///
     /// ```
-    /// # let w = tapegrad::Tensor::<f32>::ones(&[2]).set_requires_grad(true);
-    /// let opt = tapegrad::optim::Sgd::new(vec![w], 0.01).weight_decay(1e-4);
+    /// use tapegrad::optim::{Optimizer, Sgd};
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::<f64>::ones(&[1]).set_requires_grad(true);
+    /// let mut opt = Sgd::new(vec![w.clone()], 0.5).weight_decay(0.1);
+    /// (&w * 0.0).sum().backward(); // a zero loss gradient: g = λθ = 0.1
+    /// opt.step();
+    /// assert!((w.item() - 0.95).abs() < 1e-12);
     /// ```
     ///
     /// **Panics** if `weight_decay` is negative or NaN.
