@@ -93,6 +93,8 @@ fn cap_numel(dims: &mut Vec<usize>, budget: usize, min_size: usize, min_dims: us
 /// }
 /// # fn main() { shapes_are_small(); }
 /// ```
+///
+/// **Panics** if `max_size` is 0.
 pub fn shape(max_dims: usize, max_size: usize) -> impl Strategy<Value = Vec<usize>> + Clone {
     shape_with(0..=max_dims, 1..=max_size, MAX_NUMEL)
 }
@@ -352,6 +354,8 @@ pub fn tensor_of_shape<T: Float>(
 /// }
 /// # fn main() { values_in_range(); }
 /// ```
+///
+/// **Panics** if `range` is empty.
 pub fn tensor_f64(
     shape: impl Strategy<Value = Vec<usize>>,
     range: Range<f64>,
@@ -375,6 +379,8 @@ pub fn tensor_f64(
 /// }
 /// # fn main() { relu_is_nonnegative(); }
 /// ```
+///
+/// **Panics** if `range` is empty.
 pub fn tensor_f32(
     shape: impl Strategy<Value = Vec<usize>>,
     range: Range<f32>,

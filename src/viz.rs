@@ -263,7 +263,17 @@ pub fn dot<T: Float>(out: &Tensor<T>) -> String {
 }
 
 /// One node as backward ran it: its op and the gradient it received (see
-/// [`trace_backward`]).
+/// [`trace_backward`]). `Display` prints it as one line.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).set_requires_grad(true);
+/// let steps = tapegrad::viz::trace_backward(&x.exp().sum());
+/// let exp = &steps[1]; // after SumBackward, which hands it ones
+/// assert_eq!((exp.op.as_str(), exp.grad_shape.as_slice()), ("ExpBackward", &[2][..]));
+/// assert_eq!(exp.grad_norm, 2f64.sqrt());
+/// assert_eq!(exp.to_string(), "ExpBackward      grad [2]          norm 1.414214");
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackwardStep {
     /// The node's op (`"MulBackward"`).
