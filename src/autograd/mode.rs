@@ -152,6 +152,9 @@ pub fn enable_grad<R>(f: impl FnOnce() -> R) -> R {
 /// The panic reads like
 /// `detect_anomaly: SqrtBackward returned NaN values in its gradient for
 /// input 0 (shape [2]); the forward op was called at src/main.rs:5:15`.
+///
+/// **Panics** in a backward run inside `f` when a node's rule returns a
+/// gradient holding NaN (that is its purpose).
 pub fn detect_anomaly<R>(f: impl FnOnce() -> R) -> R {
     struct Guard(bool);
     impl Drop for Guard {
