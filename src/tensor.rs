@@ -55,6 +55,22 @@ impl<T: Float> TensorImpl<T> {
 /// y.backward();
 /// assert_eq!(x.grad().unwrap().to_vec(), vec![2.0, 4.0, 6.0]); // dy/dx = 2x
 /// ```
+///
+/// The operators `+`, `-`, `*` and `/` work between two tensors (owned or
+/// borrowed), broadcasting as NumPy does, and between a tensor and a number
+/// on either side; `-x` negates.
+///
+/// ```
+/// use tapegrad::Tensor;
+/// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
+/// let b = Tensor::from_vec(vec![10.0f32, 20.0], &[2]);
+/// assert_eq!((&a + &b).to_vec(), vec![11.0, 22.0, 13.0, 24.0]); // b added to each row
+/// assert_eq!((2.0f32 * &a - 1.0).to_vec(), vec![1.0, 3.0, 5.0, 7.0]);
+/// assert_eq!((-&a / a).to_vec(), vec![-1.0; 4]);
+/// ```
+///
+/// **Panics** (an operator between two tensors) if their shapes do not
+/// broadcast together, naming both.
 pub struct Tensor<T: Float = f32> {
     pub(crate) inner: Arc<TensorImpl<T>>,
 }
