@@ -81,3 +81,8 @@ pub mod prelude {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// The guide's chapters (docs/guide/), each compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/01-tensors-and-leaves.md")]
+struct GuideTensorsAndLeaves;
