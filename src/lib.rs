@@ -86,3 +86,6 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/01-tensors-and-leaves.md")]
 struct GuideTensorsAndLeaves;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/02-the-tape.md")]
+struct GuideTheTape;
