@@ -89,3 +89,6 @@ struct GuideTensorsAndLeaves;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/02-the-tape.md")]
 struct GuideTheTape;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/03-backward-step-by-step.md")]
+struct GuideBackwardStepByStep;
