@@ -92,3 +92,6 @@ struct GuideTheTape;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/03-backward-step-by-step.md")]
 struct GuideBackwardStepByStep;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/04-broadcasting.md")]
+struct GuideBroadcasting;
