@@ -95,3 +95,6 @@ struct GuideBackwardStepByStep;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/04-broadcasting.md")]
 struct GuideBroadcasting;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/05-higher-order-gradients.md")]
+struct GuideHigherOrderGradients;
