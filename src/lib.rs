@@ -98,3 +98,9 @@ struct GuideBroadcasting;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/05-higher-order-gradients.md")]
 struct GuideHigherOrderGradients;
+
+// docs/guide/make.py runs the guide's blocks from a copy of its own, to
+// print their output into the chapters (see there).
+#[cfg(all(doctest, guide_outputs))]
+#[doc = include_str!("../target/guide/outputs.md")]
+struct GuideOutputs;
