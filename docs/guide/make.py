@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Makes the guide's printed outputs and figures from the code's own output.
 
-    docs/guide/make.py           rewrite the outputs and the figures
-    docs/guide/make.py --check   only say what is out of date (exit 1 if any)
+    docs/guide/make.py [CHAPTER...]           rewrite the outputs and the figures
+    docs/guide/make.py --check [CHAPTER...]   only say what is out of date (exit 1 if any)
+
+CHAPTER picks chapters by a part of their file name (`03`, `hooks`); all
+of them by default.
 
 Every ```rust block of a chapter is a doc-test (src/lib.rs includes each
 chapter). A ```text block right after a ```rust block is that block's
@@ -100,8 +103,14 @@ def run_blocks(chapters):
 
 
 def main():
-    check = "--check" in sys.argv[1:]
-    chapters = {p: p.read_text().split("\n") for p in sorted(GUIDE.glob("[0-9][0-9]-*.md"))}
+    args = sys.argv[1:]
+    check = "--check" in args
+    picks = [a for a in args if a != "--check"]
+    chapters = {
+        p: p.read_text().split("\n")
+        for p in sorted(GUIDE.glob("[0-9][0-9]-*.md"))
+        if not picks or any(pick in p.name for pick in picks)
+    }
     shutil.rmtree(OUT, ignore_errors=True)
     printed, failed = run_blocks(chapters)
     stale = []
