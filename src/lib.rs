@@ -98,6 +98,9 @@ struct GuideBroadcasting;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/05-higher-order-gradients.md")]
 struct GuideHigherOrderGradients;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/06-hooks-and-anomaly-mode.md")]
+struct GuideHooksAndAnomalyMode;
 
 // docs/guide/make.py runs the guide's blocks from a copy of its own, to
 // print their output into the chapters (see there).
