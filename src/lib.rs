@@ -101,6 +101,9 @@ struct GuideHigherOrderGradients;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/06-hooks-and-anomaly-mode.md")]
 struct GuideHooksAndAnomalyMode;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/07-saved-values-and-checkpointing.md")]
+struct GuideSavedValuesAndCheckpointing;
 
 // docs/guide/make.py runs the guide's blocks from a copy of its own, to
 // print their output into the chapters (see there).
