@@ -104,6 +104,11 @@ struct GuideHooksAndAnomalyMode;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/07-saved-values-and-checkpointing.md")]
 struct GuideSavedValuesAndCheckpointing;
+// Its proptest properties use tapegrad::testing, on in `cargo test` (the
+// crate's dev-dependency on itself turns the feature on).
+#[cfg(all(doctest, feature = "proptest"))]
+#[doc = include_str!("../docs/guide/08-custom-ops.md")]
+struct GuideCustomOps;
 
 // docs/guide/make.py runs the guide's blocks from a copy of its own, to
 // print their output into the chapters (see there).
