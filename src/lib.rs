@@ -109,6 +109,9 @@ struct GuideSavedValuesAndCheckpointing;
 #[cfg(all(doctest, feature = "proptest"))]
 #[doc = include_str!("../docs/guide/08-custom-ops.md")]
 struct GuideCustomOps;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/09-training-loop.md")]
+struct GuideTrainingLoop;
 
 // docs/guide/make.py runs the guide's blocks from a copy of its own, to
 // print their output into the chapters (see there).
