@@ -32,6 +32,7 @@ mod container;
 mod conv;
 mod dropout;
 mod embedding;
+pub mod functional;
 mod init;
 mod linear;
 mod module;

@@ -1,0 +1,313 @@
+//! Attention: the tiled kernel against the composed one (values and
+//! gradients, random shapes), gradient checks, higher derivatives, what the
+//! graph saves, and the panics. Values against PyTorch are in
+//! `tests/reference.rs` (`tests/ref/attention_ref.txt`).
+
+mod common;
+
+use common::{assert_close, check_op, in_child_process};
+use proptest::prelude::*;
+use tapegrad::memory::saved_bytes;
+use tapegrad::nn::functional::{scaled_dot_product_attention, AttentionKernel, AttentionOptions};
+use tapegrad::prelude::*;
+
+fn opts(kernel: AttentionKernel, causal: bool, scale: Option<f64>) -> AttentionOptions {
+    AttentionOptions {
+        causal,
+        scale,
+        kernel,
+    }
+}
+
+/// A random leaf of `shape` that requires grad.
+fn input(shape: &[usize]) -> Tensor<f64> {
+    Tensor::randn(shape).set_requires_grad(true)
+}
+
+/// The output of attention on `qkv` and the gradients of q, k, v for the
+/// upstream gradient `up`.
+fn run(qkv: &[Tensor<f64>; 3], up: &Tensor<f64>, o: &AttentionOptions) -> Vec<Vec<f64>> {
+    for x in qkv {
+        x.zero_grad();
+    }
+    let out = scaled_dot_product_attention(&qkv[0], &qkv[1], &qkv[2], o);
+    out.backward_with(up);
+    let mut all = vec![out.to_vec()];
+    all.extend(qkv.iter().map(|x| x.grad().expect("a gradient").to_vec()));
+    all
+}
+
+/// A draw of an attention problem: batch dimensions of q and of k and v
+/// (equal, or k's and v's with some dimensions 1 or missing, to broadcast),
+/// lengths, features, block, causal, scale, seed.
+#[derive(Debug, Clone)]
+struct Case {
+    q_batch: Vec<usize>,
+    kv_batch: Vec<usize>,
+    l: usize,
+    s: usize,
+    e: usize,
+    ev: usize,
+    block: usize,
+    causal: bool,
+    scale: Option<f64>,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec((1usize..=3, any::<bool>()), 0..=2),
+        any::<bool>(),
+        (1usize..=13, 1usize..=13, 1usize..=5, 1usize..=5),
+        1usize..=6,
+        any::<bool>(),
+        prop::option::of(0.1f64..2.0),
+        any::<u64>(),
+    )
+        .prop_map(|(batch, drop_lead, (l, s, e, ev), block, causal, scale, seed)| {
+            let q_batch: Vec<usize> = batch.iter().map(|b| b.0).collect();
+            let mut kv_batch: Vec<usize> = batch.iter().map(|&(b, keep)| if keep { b } else { 1 }).collect();
+            if drop_lead && !kv_batch.is_empty() {
+                kv_batch.remove(0);
+            }
+            Case {
+                q_batch,
+                kv_batch,
+                l,
+                s,
+                e,
+                ev,
+                block,
+                causal,
+                scale,
+                seed,
+            }
+        })
+}
+
+proptest! {
+    /// Tiled equals Composed to 1e-10 in f64, output and the three
+    /// gradients: lengths that are not multiples of the block, L ≠ S,
+    /// causal or not, broadcast batch dimensions, any scale.
+    #[test]
+    fn tiled_equals_composed(c in case()) {
+        tapegrad::manual_seed(c.seed);
+        let shape = |batch: &[usize], rows, cols| [batch, &[rows, cols]].concat();
+        let qkv = [
+            input(&shape(&c.q_batch, c.l, c.e)),
+            input(&shape(&c.kv_batch, c.s, c.e)),
+            input(&shape(&c.kv_batch, c.s, c.ev)),
+        ];
+        let up = Tensor::randn(&shape(&c.q_batch, c.l, c.ev));
+        let composed = run(&qkv, &up, &opts(AttentionKernel::Composed, c.causal, c.scale));
+        let tiled = run(&qkv, &up, &opts(AttentionKernel::Tiled { block: c.block }, c.causal, c.scale));
+        for (what, (a, b)) in ["output", "dq", "dk", "dv"].iter().zip(tiled.iter().zip(&composed)) {
+            prop_assert_eq!(a.len(), b.len(), "{} length", what);
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                prop_assert!((x - y).abs() <= 1e-10 * (1.0 + y.abs()), "{}[{}]: tiled {} composed {}", what, i, x, y);
+            }
+        }
+    }
+}
+
+#[test]
+fn tiled_gradchecks() {
+    tapegrad::manual_seed(1);
+    // L ≠ S, neither a multiple of the block, more queries than keys and
+    // more keys than queries (with the causal mask, too); broadcast batch.
+    let cases: [(&[usize], &[usize], usize, usize); 4] = [
+        (&[2], &[2], 5, 7),
+        (&[2], &[2], 6, 4),
+        (&[1, 2], &[2], 3, 5),
+        (&[2, 3], &[1, 3], 4, 4),
+    ];
+    for (qb, kb, l, s) in cases {
+        for causal in [false, true] {
+            let inputs = [
+                input(&[qb, &[l, 3]].concat()),
+                input(&[kb, &[s, 3]].concat()),
+                input(&[kb, &[s, 2]].concat()),
+            ];
+            let o = opts(AttentionKernel::Tiled { block: 2 }, causal, Some(0.7));
+            check_op(|x| scaled_dot_product_attention(&x[0], &x[1], &x[2], &o), &inputs);
+        }
+    }
+}
+
+#[test]
+fn composed_gradchecks() {
+    tapegrad::manual_seed(2);
+    let inputs = [input(&[2, 4, 3]), input(&[2, 5, 3]), input(&[2, 5, 2])];
+    for causal in [false, true] {
+        let o = opts(AttentionKernel::Composed, causal, None);
+        check_op(|x| scaled_dot_product_attention(&x[0], &x[1], &x[2], &o), &inputs);
+    }
+}
+
+/// Second derivatives (create_graph) of the tiled op equal the composed
+/// op's, and its first derivative gradchecks as a function itself.
+#[test]
+fn tiled_second_derivatives() {
+    tapegrad::manual_seed(3);
+    let qkv = [input(&[2, 5, 3]), input(&[2, 4, 3]), input(&[2, 4, 2])];
+    let w = Tensor::randn(&[2, 5, 2]);
+    let r: Vec<Tensor<f64>> = qkv.iter().map(|x| Tensor::randn(x.shape())).collect();
+    let second = |kernel| {
+        let o = opts(kernel, true, None);
+        let loss = (scaled_dot_product_attention(&qkv[0], &qkv[1], &qkv[2], &o) * &w).sum();
+        let first = tapegrad::grad(
+            &[loss],
+            &qkv,
+            GradOptions {
+                create_graph: true,
+                ..Default::default()
+            },
+        );
+        let h = first
+            .iter()
+            .zip(&r)
+            .map(|(g, r)| (g.as_ref().expect("a gradient") * r).sum())
+            .reduce(|a, b| a + b)
+            .expect("three terms");
+        let again = tapegrad::grad(&[h], &qkv, GradOptions::default());
+        again
+            .into_iter()
+            .flat_map(|g| g.expect("a second derivative").to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_close(
+        &second(AttentionKernel::Tiled { block: 2 }),
+        &second(AttentionKernel::Composed),
+        1e-10,
+    );
+
+    let o = opts(AttentionKernel::Tiled { block: 3 }, false, None);
+    check_op(
+        |x| {
+            let loss = (scaled_dot_product_attention(&x[0], &x[1], &x[2], &o) * &w).sum();
+            let opts = GradOptions {
+                create_graph: true,
+                ..Default::default()
+            };
+            tapegrad::grad(&[loss], &x[..1], opts)[0].clone().expect("dq")
+        },
+        &qkv,
+    );
+}
+
+/// The tiled op is one node; its backward records nothing (the gradients
+/// are leaves) unless create_graph asks.
+#[test]
+fn tiled_is_one_node() {
+    let qkv = [input(&[3, 4]), input(&[5, 4]), input(&[5, 4])];
+    let out = scaled_dot_product_attention(
+        &qkv[0],
+        &qkv[1],
+        &qkv[2],
+        &opts(AttentionKernel::Tiled { block: 2 }, false, None),
+    );
+    assert_eq!(out.grad_fn_name().as_deref(), Some("FlashAttentionBackward"));
+    out.sum().backward();
+    assert!(qkv
+        .iter()
+        .all(|x| x.grad().is_some_and(|g| g.is_leaf() && !g.requires_grad())));
+    let composed = scaled_dot_product_attention(
+        &qkv[0],
+        &qkv[1],
+        &qkv[2],
+        &opts(AttentionKernel::Composed, false, None),
+    );
+    assert_eq!(composed.grad_fn_name().as_deref(), Some("MmBackward"));
+}
+
+/// What each kernel's graph saves, in bytes (q, k, v made by a recorded op,
+/// so that they count): the tiled op exactly q, k, v, the output and one
+/// log-sum-exp per query row, for any length; the composed form grows with
+/// L·S. Runs alone in a child process: the counter is process-wide.
+#[test]
+fn tiled_saves_linear_bytes() {
+    in_child_process(
+        "tiled_saves_linear_bytes",
+        std::time::Duration::from_secs(120),
+        || {
+            let (heads, e) = (2, 8);
+            let saved = |l: usize, kernel| {
+                let x = Tensor::<f32>::randn(&[3, heads, l, e]).set_requires_grad(true);
+                let qkv = &x * 1.0;
+                let (q, k, v) = (qkv.narrow(0, 0, 1), qkv.narrow(0, 1, 1), qkv.narrow(0, 2, 1));
+                drop(qkv);
+                let before = saved_bytes();
+                let out = scaled_dot_product_attention(&q, &k, &v, &opts(kernel, true, None));
+                drop((q, k, v));
+                let bytes = saved_bytes() - before;
+                drop(out);
+                bytes
+            };
+            for l in [64, 128, 256] {
+                let f = 4; // bytes of an f32
+                           // q, k and v share the buffer of `qkv` (counted once): 3 × heads × l × e;
+                           // the output heads × l × e; the log-sum-exp heads × l.
+                let want = f * (3 * heads * l * e + heads * l * e + heads * l);
+                assert_eq!(
+                    saved(l, AttentionKernel::Tiled { block: 32 }),
+                    want,
+                    "tiled, L = {l}"
+                );
+                let composed = saved(l, AttentionKernel::Composed);
+                assert!(
+                    composed >= f * 2 * heads * l * l,
+                    "composed, L = {l}: {composed} bytes"
+                );
+            }
+        },
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "scaled_dot_product_attention: q [.., L, E], k [.., S, E] and v [.., S, Ev] do not fit: shapes [2, 3], [4, 2] and [5, 2]"
+)]
+fn mismatched_shapes_panic() {
+    let o = AttentionOptions::default();
+    scaled_dot_product_attention(
+        &Tensor::<f32>::zeros(&[2, 3]),
+        &Tensor::zeros(&[4, 2]),
+        &Tensor::zeros(&[5, 2]),
+        &o,
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "scaled_dot_product_attention: the batch dimensions of q, k and v do not broadcast: shapes [2, 3, 4], [3, 5, 4] and [3, 5, 4]"
+)]
+fn batch_dims_that_do_not_broadcast_panic() {
+    let o = AttentionOptions::default();
+    scaled_dot_product_attention(
+        &Tensor::<f32>::zeros(&[2, 3, 4]),
+        &Tensor::zeros(&[3, 5, 4]),
+        &Tensor::zeros(&[3, 5, 4]),
+        &o,
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "scaled_dot_product_attention: AttentionKernel::Tiled needs a block of at least 1, got 0"
+)]
+fn block_zero_panics() {
+    let x = Tensor::<f32>::zeros(&[2, 2]);
+    scaled_dot_product_attention(
+        &x,
+        &x,
+        &x,
+        &opts(AttentionKernel::Tiled { block: 0 }, false, None),
+    );
+}
+
+#[test]
+#[should_panic(expected = "scaled_dot_product_attention: q, k and v need at least 2 dimensions")]
+fn one_dimensional_input_panics() {
+    let x = Tensor::<f32>::zeros(&[2]);
+    scaled_dot_product_attention(&x, &x, &x, &AttentionOptions::default());
+}
