@@ -1,7 +1,8 @@
 //! Every op against reference values computed by PyTorch (float64).
 //!
-//! `tests/ref/ops_ref.txt` (the ops) and `tests/ref/nn_ref.txt` (the nn ops
-//! and layers) hold, for each named case, the inputs, an upstream gradient,
+//! `tests/ref/ops_ref.txt` (the ops), `tests/ref/nn_ref.txt` (the nn ops
+//! and layers) and `tests/ref/attention_ref.txt` (attention and its
+//! modules) hold, for each named case, the inputs, an upstream gradient,
 //! and PyTorch's output and input gradients; they were written by
 //! `tests/ref/make_ref.py` (see `tests/ref/README.md`). Here each
 //! case runs through the tapegrad op of the same name (the table in [`run`]),
@@ -17,6 +18,7 @@ use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use tapegrad::ndarray::{arr2, ArrayD};
+use tapegrad::nn::functional::{scaled_dot_product_attention, AttentionKernel, AttentionOptions};
 use tapegrad::nn::{
     Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d, Module, ReLU, Sequential, GELU,
 };
@@ -24,6 +26,7 @@ use tapegrad::prelude::*;
 
 const REFERENCE: &str = include_str!("ref/ops_ref.txt");
 const NN_REFERENCE: &str = include_str!("ref/nn_ref.txt");
+const ATTENTION_REFERENCE: &str = include_str!("ref/attention_ref.txt");
 
 const TOL_F64: f64 = 1e-9;
 const TOL_F32: f64 = 1e-4;
@@ -172,6 +175,13 @@ fn cases() -> Vec<Case> {
     let nn = parse(NN_REFERENCE);
     assert!(nn.len() > 20, "only {} cases in nn_ref.txt", nn.len());
     cases.extend(nn);
+    let attention = parse(ATTENTION_REFERENCE);
+    assert!(
+        attention.len() >= 14,
+        "only {} cases in attention_ref.txt",
+        attention.len()
+    );
+    cases.extend(attention);
     cases
 }
 
@@ -207,6 +217,21 @@ macro_rules! ref_float {
 
 ref_float!(f32);
 ref_float!(f64);
+
+/// `scaled_dot_product_attention` on `x[0..3]`, the composed kernel or the
+/// tiled one with block 2 (the `_composed` and `_tiled` twins of a case).
+fn sdpa<T: Float>(x: &[Tensor<T>], tiled: bool, causal: bool, scale: Option<f64>) -> Tensor<T> {
+    let kernel = match tiled {
+        true => AttentionKernel::Tiled { block: 2 },
+        false => AttentionKernel::Composed,
+    };
+    let opts = AttentionOptions {
+        causal,
+        scale,
+        kernel,
+    };
+    scaled_dot_product_attention(&x[0], &x[1], &x[2], &opts)
+}
 
 fn idx2<const N: usize>(rows: &[[usize; N]]) -> ArrayD<usize> {
     arr2(rows).into_dyn()
@@ -417,6 +442,20 @@ op_table! { x, s;
         let cnn = Sequential::new().add(conv).add(ReLU).add(MaxPool2d::new(2)).add(Flatten).add(fc);
         cnn.forward(&x[0])
     },
+
+    // attention (attention_ref.txt): causal and scale as in make_ref.py
+    "sdpa_basic_composed" | "sdpa_broadcast_composed" => sdpa(x, false, false, None),
+    "sdpa_basic_tiled" | "sdpa_broadcast_tiled" => sdpa(x, true, false, None),
+    "sdpa_causal_composed" | "sdpa_causal_more_keys_composed" | "sdpa_causal_more_queries_composed" => {
+        sdpa(x, false, true, None)
+    },
+    "sdpa_causal_tiled" | "sdpa_causal_more_keys_tiled" | "sdpa_causal_more_queries_tiled" => {
+        sdpa(x, true, true, None)
+    },
+    "sdpa_scale_composed" => sdpa(x, false, false, Some(0.3)),
+    "sdpa_scale_tiled" => sdpa(x, true, false, Some(0.3)),
+    "sdpa_heads_causal_scale_composed" => sdpa(x, false, true, Some(0.5)),
+    "sdpa_heads_causal_scale_tiled" => sdpa(x, true, true, Some(0.5)),
 }
 
 // ------------------------------------------------------------ comparing

@@ -3,12 +3,16 @@
 
 Run from the repository root (PyTorch is needed here only, never by the tests):
 
-    python tests/ref/make_ref.py            # writes the three files below
+    python tests/ref/make_ref.py            # writes the four files below
 
 ops_ref.txt   the ops of tapegrad (CASES, torch.manual_seed(0));
 nn_ref.txt    the nn ops and layers (nn_cases(), torch.manual_seed(1)), in
               the same format: drawn after ops_ref.txt and from their own
               seed, so adding an nn case leaves ops_ref.txt as it was;
+attention_ref.txt
+              scaled_dot_product_attention (each case twice, for the
+              composed and the tiled kernel) and the attention modules
+              (attention_cases(), torch.manual_seed(2));
 nn_state_dicts.txt
               the state_dict keys and shapes of a few nn.Sequential models
               (tests/nn.rs builds the same models and compares
@@ -400,6 +404,33 @@ def nn_cases():
     return cases
 
 
+def attention_cases():
+    """The cases of attention_ref.txt, drawn when called (after nn_ref.txt's,
+    from seed 2). Each attention case is written twice, as NAME_composed
+    and NAME_tiled, with the same inputs: tests/reference.rs runs the first
+    with AttentionKernel::Composed and the second with Tiled { block: 2 }."""
+    cases = []
+
+    def add(name, inputs, fn):
+        cases.append((name, inputs, fn))
+
+    def sdpa(name, shapes, causal=False, scale=None):
+        inputs = [req(randn(*s)) for s in shapes]
+        fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+        for kernel in ["composed", "tiled"]:
+            add(f"{name}_{kernel}", inputs, fn)
+
+    # causal and scale in the calls here, mirrored in the Rust table
+    sdpa("sdpa_basic", [(2, 3, 4), (2, 5, 4), (2, 5, 3)])
+    sdpa("sdpa_causal", [(2, 5, 4), (2, 5, 4), (2, 5, 4)], causal=True)
+    sdpa("sdpa_causal_more_keys", [(1, 3, 2), (1, 6, 2), (1, 6, 3)], causal=True)
+    sdpa("sdpa_causal_more_queries", [(6, 2), (3, 2), (3, 2)], causal=True)
+    sdpa("sdpa_scale", [(2, 4, 3), (2, 5, 3), (2, 5, 2)], scale=0.3)
+    sdpa("sdpa_broadcast", [(2, 3, 4, 2), (3, 5, 2), (1, 5, 2)])
+    sdpa("sdpa_heads_causal_scale", [(2, 2, 7, 4), (2, 2, 7, 4), (2, 2, 7, 4)], causal=True, scale=0.5)
+    return cases
+
+
 def state_dict_models():
     """Models whose state_dict keys tests/nn.rs compares with
     named_parameters() of the same model built in tapegrad."""
@@ -487,6 +518,9 @@ def main():
     write_cases(os.path.join(os.path.dirname(path), "nn_ref.txt"), nn_cases(),
                 "Reference values for tapegrad's nn ops and layers", 1)
     write_state_dicts(os.path.join(os.path.dirname(path), "nn_state_dicts.txt"))
+    torch.manual_seed(2)
+    write_cases(os.path.join(os.path.dirname(path), "attention_ref.txt"), attention_cases(),
+                "Reference values for tapegrad's attention and its modules", 2)
 
 
 if __name__ == "__main__":
