@@ -8,7 +8,9 @@ mod common;
 use common::{assert_close, check_op, in_child_process};
 use proptest::prelude::*;
 use tapegrad::memory::saved_bytes;
-use tapegrad::nn::functional::{scaled_dot_product_attention, AttentionKernel, AttentionOptions};
+use tapegrad::nn::functional::{
+    pack_sequences, scaled_dot_product_attention, varlen_attention, AttentionKernel, AttentionOptions,
+};
 use tapegrad::prelude::*;
 
 fn opts(kernel: AttentionKernel, causal: bool, scale: Option<f64>) -> AttentionOptions {
@@ -310,4 +312,184 @@ fn block_zero_panics() {
 fn one_dimensional_input_panics() {
     let x = Tensor::<f32>::zeros(&[2]);
     scaled_dot_product_attention(&x, &x, &x, &AttentionOptions::default());
+}
+
+// ------------------------------------------------------------ packed sequences
+
+/// A draw of packed sequences: lengths (the first at least 1, others may be
+/// 0), heads, features, block, causal, which kernel, seed.
+#[derive(Debug, Clone)]
+struct Packed {
+    lengths: Vec<usize>,
+    heads: usize,
+    e: usize,
+    ev: usize,
+    block: usize,
+    causal: bool,
+    tiled: bool,
+    seed: u64,
+}
+
+fn packed() -> impl Strategy<Value = Packed> {
+    (
+        1usize..=7,
+        prop::collection::vec(0usize..=7, 0..=3),
+        (1usize..=3, 1usize..=4, 1usize..=4, 1usize..=5),
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(first, rest, (heads, e, ev, block), causal, tiled, seed)| Packed {
+                lengths: std::iter::once(first).chain(rest).collect(),
+                heads,
+                e,
+                ev,
+                block,
+                causal,
+                tiled,
+                seed,
+            },
+        )
+}
+
+fn cu_of(lengths: &[usize]) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(lengths.iter().scan(0, |end, &n| {
+            *end += n;
+            Some(*end)
+        }))
+        .collect()
+}
+
+proptest! {
+    /// varlen_attention equals attention on each sequence alone (as
+    /// `[heads, n, E]`, the composed kernel), output and gradients, with
+    /// either kernel; q is a strided view (heads first in memory).
+    #[test]
+    fn varlen_equals_each_sequence_alone(c in packed()) {
+        tapegrad::manual_seed(c.seed);
+        let cu = cu_of(&c.lengths);
+        let t = *cu.last().unwrap();
+        let q_heads_first = input(&[c.heads, t, c.e]);
+        let (k, v) = (input(&[t, c.heads, c.e]), input(&[t, c.heads, c.ev]));
+        let leaves = [q_heads_first.clone(), k.clone(), v.clone()];
+        let up = Tensor::randn(&[t, c.heads, c.ev]);
+        let kernel = match c.tiled {
+            true => AttentionKernel::Tiled { block: c.block },
+            false => AttentionKernel::Composed,
+        };
+        let q = q_heads_first.transpose(0, 1);
+        let out = varlen_attention(&q, &k, &v, &cu, &opts(kernel, c.causal, None));
+        out.backward_with(&up);
+        let packed_grads: Vec<Vec<f64>> = leaves.iter().map(|x| x.grad().unwrap().to_vec()).collect();
+        for x in &leaves {
+            x.zero_grad();
+        }
+        let alone = opts(AttentionKernel::Composed, c.causal, None);
+        for w in cu.windows(2).filter(|w| w[1] > w[0]) {
+            let seq = |x: &Tensor<f64>| x.narrow(0, w[0], w[1] - w[0]).transpose(0, 1);
+            let y = scaled_dot_product_attention(&seq(&q), &seq(&k), &seq(&v), &alone);
+            let ours = seq(&out).to_vec();
+            for (a, b) in ours.iter().zip(y.to_vec()) {
+                prop_assert!((a - b).abs() <= 1e-10 * (1.0 + b.abs()), "output of {:?}: {} vs {}", w, a, b);
+            }
+            y.backward_with(&seq(&up));
+        }
+        for (x, packed) in leaves.iter().zip(&packed_grads) {
+            let want = x.grad().unwrap().to_vec();
+            for (a, b) in packed.iter().zip(&want) {
+                prop_assert!((a - b).abs() <= 1e-10 * (1.0 + b.abs()), "gradient: {} vs {}", a, b);
+            }
+        }
+    }
+
+    /// pack_sequences: every sequence once, each batch within the budget,
+    /// cu_seqlens its sequences' lengths, and no two batches that would
+    /// fit in one (first-fit: a batch was opened only for a sequence that
+    /// fitted in no earlier one).
+    #[test]
+    fn packing_covers_every_sequence_within_the_budget(
+        lengths in prop::collection::vec(0usize..=20, 0..=30),
+        extra in 0usize..=20,
+    ) {
+        let budget = lengths.iter().copied().max().unwrap_or(0) + extra;
+        let batches = pack_sequences(&lengths, budget.max(1));
+        let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.sequences.clone()).collect();
+        seen.sort_unstable();
+        prop_assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+        for b in &batches {
+            prop_assert!(b.tokens() <= budget.max(1));
+            let want: Vec<usize> = cu_of(&b.sequences.iter().map(|&i| lengths[i]).collect::<Vec<_>>());
+            prop_assert_eq!(&b.cu_seqlens, &want);
+        }
+        for (i, a) in batches.iter().enumerate() {
+            for b in &batches[i + 1..] {
+                prop_assert!(a.tokens() + b.tokens() > budget.max(1), "{:?} and {:?} fit in one", a, b);
+            }
+        }
+    }
+}
+
+#[test]
+fn varlen_tiled_gradchecks() {
+    tapegrad::manual_seed(4);
+    let cu = [0, 3, 3, 8];
+    let inputs = [input(&[8, 2, 3]), input(&[8, 2, 3]), input(&[8, 2, 2])];
+    for causal in [false, true] {
+        let o = opts(AttentionKernel::Tiled { block: 2 }, causal, None);
+        check_op(|x| varlen_attention(&x[0], &x[1], &x[2], &cu, &o), &inputs);
+    }
+}
+
+/// Packing round trip: the sequences come back, and gradients reach them
+/// through `pack`.
+#[test]
+fn pack_then_unpack_gives_the_sequences_back() {
+    tapegrad::manual_seed(5);
+    let lengths = [4, 1, 6, 3, 0, 5];
+    let seqs: Vec<Tensor<f64>> = lengths.iter().map(|&n| input(&[n, 2])).collect();
+    for batch in pack_sequences(&lengths, 8) {
+        let packed = batch.pack(&seqs);
+        assert_eq!(packed.shape(), &[batch.tokens(), 2]);
+        let back = batch.unpack(&(&packed * 2.0));
+        for (&i, y) in batch.sequences.iter().zip(&back) {
+            assert_eq!(y.to_vec(), (&seqs[i] * 2.0).to_vec());
+            y.sum().backward();
+        }
+    }
+    for (x, &n) in seqs.iter().zip(&lengths).filter(|(_, &n)| n > 0) {
+        assert_eq!(x.grad().unwrap().to_vec(), vec![2.0; 2 * n]);
+    }
+}
+
+#[test]
+#[should_panic(expected = "pack_sequences: sequence 1 has 9 tokens, more than max_tokens = 8")]
+fn a_sequence_longer_than_the_budget_panics() {
+    pack_sequences(&[3, 9], 8);
+}
+
+#[test]
+#[should_panic(expected = "varlen_attention: cu_seqlens must rise from 0 to total_tokens = 5, got [0, 3, 4]")]
+fn cu_seqlens_short_of_the_tokens_panics() {
+    let x = Tensor::<f32>::zeros(&[5, 1, 2]);
+    varlen_attention(&x, &x, &x, &[0, 3, 4], &AttentionOptions::default());
+}
+
+#[test]
+#[should_panic(
+    expected = "varlen_attention: cu_seqlens must rise from 0 to total_tokens = 5, got [0, 4, 3, 5]"
+)]
+fn decreasing_cu_seqlens_panic() {
+    let x = Tensor::<f32>::zeros(&[5, 1, 2]);
+    varlen_attention(&x, &x, &x, &[0, 4, 3, 5], &AttentionOptions::default());
+}
+
+#[test]
+#[should_panic(
+    expected = "varlen_attention: q and k [total_tokens, heads, E] and v [total_tokens, heads, Ev] do not fit: shapes [5, 2, 3], [5, 1, 3] and [5, 1, 3]"
+)]
+fn varlen_heads_that_differ_panic() {
+    let (q, k) = (Tensor::<f32>::zeros(&[5, 2, 3]), Tensor::<f32>::zeros(&[5, 1, 3]));
+    varlen_attention(&q, &k, &k, &[0, 5], &AttentionOptions::default());
 }

@@ -9,6 +9,7 @@
 //! gradients ([`AttentionKernel`]): see `docs/attention.md` for the
 //! algorithm, its memory and its speed.
 
+pub use crate::nn::packing::{pack_sequences, PackedBatch};
 use crate::ops::attention::{composed_attention, per_sequence, tiled_attention};
 use crate::ops::broadcast::try_broadcast_shape;
 use crate::ops::flash::Packing;
@@ -122,12 +123,12 @@ impl AttentionOptions {
 /// use tapegrad::nn::functional::{scaled_dot_product_attention, AttentionOptions};
 /// use tapegrad::Tensor;
 ///
-/// // One query, two keys: scores 0 and 2·1/√1, so weights 1/(1+e²) and e²/(1+e²).
+/// // One query, two keys: scores 0 and 2 (scale 1/√1), so weights 1/(1+e²) and e²/(1+e²).
 /// let q = Tensor::from_vec(vec![1.0f64], &[1, 1]);
 /// let k = Tensor::from_vec(vec![0.0, 2.0], &[2, 1]);
 /// let v = Tensor::from_vec(vec![10.0, 20.0], &[2, 1]);
 /// let out = scaled_dot_product_attention(&q, &k, &v, &AttentionOptions::default());
-/// let w = 2f64.exp().powi(2) / (1.0 + 2f64.exp().powi(2));
+/// let w = 2f64.exp() / (1.0 + 2f64.exp());
 /// assert!((out.item() - (10.0 * (1.0 - w) + 20.0 * w)).abs() < 1e-12);
 /// ```
 ///

@@ -37,6 +37,7 @@ mod init;
 mod linear;
 mod module;
 mod norm;
+mod packing;
 mod utils;
 mod weights;
 
