@@ -57,9 +57,10 @@ pub struct AttentionOptions {
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttentionKernel {
-    /// `Tiled { block: 64 }` when a problem has at least
-    /// [`AUTO_TILED_SCORES`] scores (`L·S`) and always for
-    /// [`varlen_attention`]; `Composed` otherwise.
+    /// `Tiled { block: 128 }`, at every size: measured, it is at least as
+    /// fast as `Composed` from `L = S = 4` (one head of 8 features) to 4096
+    /// (4 heads of 64), and keeps memory linear in the lengths
+    /// (`docs/attention.md`).
     #[default]
     Auto,
     /// `softmax(scale · q kᵀ) v` as three recorded ops (matmul, softmax,
@@ -76,19 +77,14 @@ pub enum AttentionKernel {
     },
 }
 
-/// The number of scores (`L·S`) from which [`AttentionKernel::Auto`] picks
-/// the tiled kernel.
-pub const AUTO_TILED_SCORES: usize = 128 * 128;
-
 /// The block [`AttentionKernel::Auto`] tiles with.
-const AUTO_BLOCK: usize = 64;
+const AUTO_BLOCK: usize = 128;
 
 impl AttentionKernel {
-    /// The tile side to use for problems of `scores` scores, or `None` for
-    /// the composed form.
+    /// The tile side to use, or `None` for the composed form.
     ///
     /// **Panics**, naming `op`, if a tiled kernel has block 0.
-    fn block(self, op: &str, scores: Option<usize>) -> Option<usize> {
+    fn block(self, op: &str) -> Option<usize> {
         match self {
             AttentionKernel::Composed => None,
             AttentionKernel::Tiled { block } => {
@@ -98,10 +94,7 @@ impl AttentionKernel {
                 );
                 Some(block)
             }
-            AttentionKernel::Auto => match scores {
-                Some(n) if n < AUTO_TILED_SCORES => None,
-                _ => Some(AUTO_BLOCK),
-            },
+            AttentionKernel::Auto => Some(AUTO_BLOCK),
         }
     }
 }
@@ -148,7 +141,7 @@ pub fn scaled_dot_product_attention<T: Float>(
         "{OP}: q, k and v need at least 2 dimensions ([.., L, E], [.., S, E], [.., S, Ev]), got shapes \
          {qs:?}, {ks:?} and {vs:?}"
     );
-    let (l, e) = (qs[qs.len() - 2], qs[qs.len() - 1]);
+    let e = qs[qs.len() - 1];
     let (s, ek, sv) = (ks[ks.len() - 2], ks[ks.len() - 1], vs[vs.len() - 2]);
     assert!(
         e == ek && s == sv,
@@ -163,7 +156,7 @@ pub fn scaled_dot_product_attention<T: Float>(
             )
         });
     let scale = opts.scale::<T>(e);
-    match opts.kernel.block(OP, Some(l * s)) {
+    match opts.kernel.block(OP) {
         None => composed_attention(q, k, v, scale, opts.causal),
         Some(block) => {
             // The tiled op reads each batch entry's matrices in place: a
@@ -240,7 +233,7 @@ pub fn varlen_attention<T: Float>(
         "{OP}: cu_seqlens must rise from 0 to total_tokens = {tokens}, got {cu_seqlens:?}"
     );
     let scale = opts.scale::<T>(qs[2]);
-    match opts.kernel.block(OP, None) {
+    match opts.kernel.block(OP) {
         None if tokens == 0 => Tensor::zeros(&[0, qs[1], vs[2]]),
         None => per_sequence(cu_seqlens, &[q, k, v], |x| {
             vec![composed_attention(&x[0], &x[1], &x[2], scale, opts.causal)]

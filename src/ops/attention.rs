@@ -12,7 +12,7 @@
 
 use crate::autograd::mode::is_grad_enabled;
 use crate::autograd::node::{mark_graph_memory, record, should_record, Save};
-use crate::ops::flash::{self, Grads, Packing, Shape, Written};
+use crate::ops::flash::{self, Grads, Inputs, Packing, Problem, Shape, Written};
 use crate::storage::{contiguous_strides, filled, Value};
 use crate::{Float, Tensor};
 use smallvec::smallvec;
@@ -114,16 +114,7 @@ pub(crate) fn tiled_attention<T: Float>(
         // SAFETY: the views address their tensors' elements (their layouts
         // were checked when made); the outputs are fresh buffers of their
         // shapes, each problem's rows its own.
-        unsafe {
-            flash::forward(
-                &problems,
-                sh,
-                &read(&packing, &qv),
-                &read(&packing, &kv),
-                &read(&packing, &vv),
-                &dst,
-            )
-        };
+        unsafe { flash::forward(&inputs(&packing, &problems, sh, [&qv, &kv, &vv]), &dst) };
     }
     let lse = Tensor::from_value(Value::from_vec(lse, lse_shape));
     // The log-sum-exp is made for the backward only: graph memory.
@@ -159,6 +150,22 @@ pub(crate) fn tiled_attention<T: Float>(
             ]
         },
     )
+}
+
+/// The tiled kernels' view of q, k and v.
+fn inputs<'a, T: Float>(
+    packing: &Packing,
+    problems: &'a [Problem],
+    sh: Shape<T>,
+    [q, k, v]: [&Value<T>; 3],
+) -> Inputs<'a, T> {
+    Inputs {
+        problems,
+        sh,
+        q: read(packing, q),
+        k: read(packing, k),
+        v: read(packing, v),
+    }
 }
 
 /// The problems' matrices in `v`, for reading.
@@ -212,11 +219,7 @@ fn tiled_grads<T: Float>(
         // row-major buffers of their inputs' shapes.
         unsafe {
             flash::backward(
-                &problems,
-                sh,
-                &read(packing, qv),
-                &read(packing, kv),
-                &read(packing, vv),
+                &inputs(packing, &problems, sh, [qv, kv, vv]),
                 &saved,
                 &read(packing, gv),
                 &grads,

@@ -263,82 +263,132 @@ fn for_problems(problems: &[Problem], f: impl Fn(usize) + Sync) {
 /// every problem.
 const PARALLEL_SCORES: usize = 1 << 15;
 
-/// The forward pass: each problem's output and row log-sum-exp, written
-/// where `dst` says (row-major buffers of their own).
+/// The attention problems of one call, their shared shape, and where
+/// their queries, keys and values lie.
+pub(crate) struct Inputs<'a, T> {
+    pub(crate) problems: &'a [Problem],
+    pub(crate) sh: Shape<T>,
+    pub(crate) q: Mats<T>,
+    pub(crate) k: Mats<T>,
+    pub(crate) v: Mats<T>,
+}
+
+/// Whether the loops run as compiled for AVX2 and FMA (8 lanes of f32
+/// where the baseline's SSE2 has 4): on x86-64 CPUs that have them.
+fn wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `$one` (a function of `(inputs, .., problem)`, always inlined) compiled
+/// again for AVX2 and FMA as `$wide`, and a function `$name` that runs one
+/// of the two on every problem, split over the cores.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $name:ident, $wide:ident, $one:ident, ($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        pub(crate) unsafe fn $name<T: Float>(inp: &Inputs<'_, T>, $($arg: $ty),*) {
+            let wide = wide();
+            for_problems(inp.problems, |p| match wide {
+                // SAFETY: the caller's promise; AVX2 and FMA are there.
+                true => unsafe { $wide(inp, $($arg,)* p) },
+                // SAFETY: the caller's promise.
+                false => unsafe { $one(inp, $($arg,)* p) },
+            });
+        }
+
+        /// The same loops compiled for AVX2 and FMA.
+        ///
+        /// # Safety
+        /// As the dispatching function's, and the CPU must have both.
+        #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+        unsafe fn $wide<T: Float>(inp: &Inputs<'_, T>, $($arg: $ty,)* p: usize) {
+            // SAFETY: the caller's promise.
+            unsafe { $one(inp, $($arg,)* p) }
+        }
+    };
+}
+
+dispatch!(
+    /// The forward pass: each problem's output and row log-sum-exp, written
+    /// where `dst` says (row-major buffers of their own).
+    ///
+    /// # Safety
+    /// `inp.q`, `inp.k`, `inp.v` must address each problem's `rows × e`,
+    /// `keys × e` and `keys × ev` elements; `dst.out` and `dst.lse` must be
+    /// writable buffers whose problems' rows (`rows × ev` and `rows × 1`)
+    /// are disjoint.
+    forward,
+    forward_wide,
+    forward_one,
+    (dst: &Written<T>)
+);
+
+/// [`forward`] of problem `p`.
 ///
 /// # Safety
-/// `q`, `k`, `v` must address each problem's `rows × e`, `keys × e` and
-/// `keys × ev` elements; `dst.out` and `dst.lse` must be writable buffers
-/// whose problems' rows (`rows × ev` and `rows × 1`) are disjoint.
-pub(crate) unsafe fn forward<T: Float>(
-    problems: &[Problem],
-    sh: Shape<T>,
-    q: &Mats<T>,
-    k: &Mats<T>,
-    v: &Mats<T>,
-    dst: &Written<T>,
-) {
-    for_problems(problems, |p| {
-        let Problem { rows, keys } = problems[p];
-        let b = sh.block;
-        let (mut s, mut pv) = (vec![T::zero(); b * b], vec![T::zero(); b * sh.ev]);
-        let mut acc = vec![T::zero(); b * sh.ev];
-        let (mut m, mut l) = (vec![T::neg_infinity(); b], vec![T::zero(); b]);
-        for r0 in (0..rows).step_by(b) {
-            let br = b.min(rows - r0);
-            m.fill(T::neg_infinity());
-            l.fill(T::zero());
-            acc.fill(T::zero());
-            let end = sh.key_end(r0 + br, keys);
-            for c0 in (0..end).step_by(b) {
-                let bc = b.min(end - c0);
-                // SAFETY: rows r0.. of q and c0.. of k exist (the caller's
-                // promise); `s` holds br × bc.
-                unsafe { mm(br, sh.e, bc, q.at(p, r0), k.at(p, c0).t(), &mut s) };
-                for r in 0..br {
-                    let row = &mut s[r * bc..(r + 1) * bc];
-                    let seen = sh.visible(r0 + r, c0, bc);
-                    if seen == 0 {
-                        row.fill(T::zero());
-                        continue;
-                    }
-                    let top = row[..seen]
-                        .iter()
-                        .fold(T::neg_infinity(), |a, &x| a.max(x * sh.scale));
-                    let m_new = m[r].max(top);
-                    let mut sum = T::zero();
-                    for x in &mut row[..seen] {
-                        *x = (*x * sh.scale - m_new).exp();
-                        sum = sum + *x;
-                    }
-                    row[seen..].fill(T::zero());
-                    let corr = (m[r] - m_new).exp();
-                    l[r] = l[r] * corr + sum;
-                    m[r] = m_new;
-                    acc[r * sh.ev..(r + 1) * sh.ev]
-                        .iter_mut()
-                        .for_each(|a| *a = *a * corr);
-                }
-                // SAFETY: `s` is br × bc, rows c0.. of v exist; `pv` holds br × ev.
-                unsafe { mm(br, bc, sh.ev, Mat::rows(s.as_ptr(), bc), v.at(p, c0), &mut pv) };
-                acc.iter_mut()
-                    .zip(&pv[..br * sh.ev])
-                    .for_each(|(a, &x)| *a = *a + x);
-            }
+/// As [`forward`].
+#[inline(always)]
+unsafe fn forward_one<T: Float>(inp: &Inputs<'_, T>, dst: &Written<T>, p: usize) {
+    let Inputs {
+        problems,
+        sh,
+        q,
+        k,
+        v,
+    } = inp;
+    let Problem { rows, keys } = problems[p];
+    let b = sh.block;
+    let (mut s, mut pv) = (vec![T::zero(); b * b], vec![T::zero(); b * sh.ev]);
+    let mut acc = vec![T::zero(); b * sh.ev];
+    let (mut m, mut l) = (vec![T::neg_infinity(); b], vec![T::zero(); b]);
+    for r0 in (0..rows).step_by(b) {
+        let br = b.min(rows - r0);
+        m.fill(T::neg_infinity());
+        l.fill(T::zero());
+        acc.fill(T::zero());
+        let end = sh.key_end(r0 + br, keys);
+        for c0 in (0..end).step_by(b) {
+            let bc = b.min(end - c0);
+            // SAFETY: rows r0.. of q and c0.. of k exist (the caller's
+            // promise); `s` holds br × bc.
+            unsafe { mm(br, sh.e, bc, q.at(p, r0), k.at(p, c0).t(), &mut s) };
             for r in 0..br {
-                // No keys at all (`keys = 0`): an output of zeros, as the
-                // product with an empty value matrix.
-                let inv = if l[r] > T::zero() { l[r].recip() } else { T::zero() };
-                for c in 0..sh.ev {
-                    // SAFETY: the caller's promise: this problem's rows of
-                    // `out` are its own, inside the buffer.
-                    unsafe { *dst.out.ptr(p, r0 + r, c) = acc[r * sh.ev + c] * inv };
+                let (seen, hidden) = s[r * bc..(r + 1) * bc].split_at_mut(sh.visible(r0 + r, c0, bc));
+                hidden.fill(T::zero());
+                if seen.is_empty() {
+                    continue;
                 }
-                // SAFETY: as above, for `lse`.
-                unsafe { *dst.lse.ptr(p, r0 + r, 0) = m[r] + l[r].ln() };
+                seen.iter_mut().for_each(|x| *x = *x * sh.scale);
+                let m_new = m[r].max(max_of(seen));
+                let sum = exp_sum(seen, m_new);
+                let corr = (m[r] - m_new).exp_op();
+                l[r] = l[r] * corr + sum;
+                m[r] = m_new;
+                acc[r * sh.ev..(r + 1) * sh.ev]
+                    .iter_mut()
+                    .for_each(|a| *a = *a * corr);
             }
+            // SAFETY: `s` is br × bc, rows c0.. of v exist; `pv` holds br × ev.
+            unsafe { mm(br, bc, sh.ev, Mat::rows(s.as_ptr(), bc), v.at(p, c0), &mut pv) };
+            acc.iter_mut()
+                .zip(&pv[..br * sh.ev])
+                .for_each(|(a, &x)| *a = *a + x);
         }
-    });
+        for r in 0..br {
+            // No keys at all (`keys = 0`): an output of zeros, as the
+            // product with an empty value matrix.
+            let inv = if l[r] > T::zero() { l[r].recip() } else { T::zero() };
+            for c in 0..sh.ev {
+                // SAFETY: the caller's promise: this problem's rows of
+                // `out` are its own, inside the buffer.
+                unsafe { *dst.out.ptr(p, r0 + r, c) = acc[r * sh.ev + c] * inv };
+            }
+            // SAFETY: as above, for `lse`.
+            unsafe { *dst.lse.ptr(p, r0 + r, 0) = m[r] + l[r].ln() };
+        }
+    }
 }
 
 /// The gradients of [`forward`]'s inputs, written where `grads` says.
@@ -348,91 +398,101 @@ pub(crate) struct Grads<T> {
     pub(crate) dv: Mats<T>,
 }
 
-/// The backward pass: from the upstream gradient `g` (as `out`), `dq`,
-/// `dk` and `dv` of each problem, into buffers filled with zeros.
+dispatch!(
+    /// The backward pass: from the upstream gradient `g` (as `out`), `dq`,
+    /// `dk` and `dv` of each problem, into buffers filled with zeros.
+    ///
+    /// # Safety
+    /// As [`forward`] for the inputs, `out` and `lse` (read here) and `g`;
+    /// `grads` must be zero-filled writable buffers whose problems'
+    /// matrices are disjoint and row-major (`cs = 1`).
+    backward,
+    backward_wide,
+    backward_one,
+    (saved: &Written<T>, g: &Mats<T>, grads: &Grads<T>)
+);
+
+/// [`backward`] of problem `p`.
 ///
 /// # Safety
-/// As [`forward`] for the inputs, `out` and `lse` (read here) and `g`;
-/// `grads` must be zero-filled writable buffers whose problems' matrices
-/// are disjoint and row-major (`cs = 1`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn backward<T: Float>(
-    problems: &[Problem],
-    sh: Shape<T>,
-    q: &Mats<T>,
-    k: &Mats<T>,
-    v: &Mats<T>,
+/// As [`backward`].
+#[inline(always)]
+unsafe fn backward_one<T: Float>(
+    inp: &Inputs<'_, T>,
     saved: &Written<T>,
     g: &Mats<T>,
     grads: &Grads<T>,
+    p: usize,
 ) {
-    for_problems(problems, |p| {
-        let Problem { rows, keys } = problems[p];
-        let (b, e, ev) = (sh.block, sh.e, sh.ev);
-        // D = rowsum(dO ∘ O), and each row's log-sum-exp.
-        // SAFETY: the caller's promise for `g`, `out` and `lse`.
-        let d: Vec<T> = (0..rows)
-            .map(|r| {
-                (0..ev).fold(T::zero(), |a, c| {
-                    a + unsafe { g.get(p, r, c) * saved.out.get(p, r, c) }
-                })
+    let Inputs {
+        problems,
+        sh,
+        q,
+        k,
+        v,
+    } = inp;
+    let Problem { rows, keys } = problems[p];
+    let (b, e, ev) = (sh.block, sh.e, sh.ev);
+    // D = rowsum(dO ∘ O), and each row's log-sum-exp.
+    // SAFETY: the caller's promise for `g`, `out` and `lse`.
+    let d: Vec<T> = (0..rows)
+        .map(|r| {
+            (0..ev).fold(T::zero(), |a, c| {
+                a + unsafe { g.get(p, r, c) * saved.out.get(p, r, c) }
             })
-            .collect();
-        let lse: Vec<T> = (0..rows).map(|r| unsafe { saved.lse.get(p, r, 0) }).collect();
-        let (mut s, mut dp) = (vec![T::zero(); b * b], vec![T::zero(); b * b]);
-        let mut tmp = vec![T::zero(); b * e.max(ev)];
-        let (mut dk_acc, mut dv_acc) = (vec![T::zero(); b * e], vec![T::zero(); b * ev]);
-        for c0 in (0..keys).step_by(b) {
-            let bc = b.min(keys - c0);
-            dk_acc.fill(T::zero());
-            dv_acc.fill(T::zero());
-            // Rows before c0 see none of these keys under the causal mask.
-            let first = if sh.causal { c0.min(rows) } else { 0 };
-            for r0 in (first..rows).step_by(b) {
-                let br = b.min(rows - r0);
-                // SAFETY (the products below): the caller's promise for the
-                // inputs, and the tiles hold what they are given.
-                unsafe { mm(br, e, bc, q.at(p, r0), k.at(p, c0).t(), &mut s) };
-                for r in 0..br {
-                    let seen = sh.visible(r0 + r, c0, bc);
-                    let row = &mut s[r * bc..(r + 1) * bc];
-                    for x in &mut row[..seen] {
-                        *x = (*x * sh.scale - lse[r0 + r]).exp();
-                    }
-                    row[seen..].fill(T::zero());
-                }
-                let p_tile = Mat::rows(s.as_ptr(), bc);
-                // dV += pᵀ dO
-                unsafe { mm(bc, br, ev, p_tile.t(), g.at(p, r0), &mut tmp) };
-                add(&mut dv_acc[..bc * ev], &tmp[..bc * ev]);
-                // dS = p ∘ (dO vᵀ - D), scaled
-                unsafe { mm(br, ev, bc, g.at(p, r0), v.at(p, c0).t(), &mut dp) };
-                for r in 0..br {
-                    let at = r * bc..(r + 1) * bc;
-                    for (x, &pr) in dp[at.clone()].iter_mut().zip(&s[at]) {
-                        *x = pr * (*x - d[r0 + r]) * sh.scale;
-                    }
-                }
-                let ds = Mat::rows(dp.as_ptr(), bc);
-                // dQ += dS k, straight into this problem's rows of dq
-                unsafe { mm(br, bc, e, ds, k.at(p, c0), &mut tmp) };
-                for r in 0..br {
-                    for c in 0..e {
-                        // SAFETY: this problem's rows of dq are its own.
-                        unsafe { *grads.dq.ptr(p, r0 + r, c) = grads.dq.get(p, r0 + r, c) + tmp[r * e + c] };
-                    }
-                }
-                // dK += dSᵀ q
-                unsafe { mm(bc, br, e, ds.t(), q.at(p, r0), &mut tmp) };
-                add(&mut dk_acc[..bc * e], &tmp[..bc * e]);
+        })
+        .collect();
+    let lse: Vec<T> = (0..rows).map(|r| unsafe { saved.lse.get(p, r, 0) }).collect();
+    let (mut s, mut dp) = (vec![T::zero(); b * b], vec![T::zero(); b * b]);
+    let mut tmp = vec![T::zero(); b * e.max(ev)];
+    let (mut dk_acc, mut dv_acc) = (vec![T::zero(); b * e], vec![T::zero(); b * ev]);
+    for c0 in (0..keys).step_by(b) {
+        let bc = b.min(keys - c0);
+        dk_acc.fill(T::zero());
+        dv_acc.fill(T::zero());
+        // Rows before c0 see none of these keys under the causal mask.
+        let first = if sh.causal { c0.min(rows) } else { 0 };
+        for r0 in (first..rows).step_by(b) {
+            let br = b.min(rows - r0);
+            // SAFETY (the products below): the caller's promise for the
+            // inputs, and the tiles hold what they are given.
+            unsafe { mm(br, e, bc, q.at(p, r0), k.at(p, c0).t(), &mut s) };
+            for r in 0..br {
+                let (seen, hidden) = s[r * bc..(r + 1) * bc].split_at_mut(sh.visible(r0 + r, c0, bc));
+                let lse = lse[r0 + r];
+                seen.iter_mut().for_each(|x| *x = (*x * sh.scale - lse).exp_op());
+                hidden.fill(T::zero());
             }
-            // SAFETY: this problem's rows of dk and dv are its own.
-            unsafe {
-                write_rows(&grads.dk, p, c0, &dk_acc[..bc * e], e);
-                write_rows(&grads.dv, p, c0, &dv_acc[..bc * ev], ev);
+            let p_tile = Mat::rows(s.as_ptr(), bc);
+            // dV += pᵀ dO
+            unsafe { mm(bc, br, ev, p_tile.t(), g.at(p, r0), &mut tmp) };
+            add(&mut dv_acc[..bc * ev], &tmp[..bc * ev]);
+            // dS = p ∘ (dO vᵀ - D), scaled
+            unsafe { mm(br, ev, bc, g.at(p, r0), v.at(p, c0).t(), &mut dp) };
+            for r in 0..br {
+                let (at, d) = (r * bc..(r + 1) * bc, d[r0 + r]);
+                for (x, &pr) in dp[at.clone()].iter_mut().zip(&s[at]) {
+                    *x = pr * (*x - d) * sh.scale;
+                }
             }
+            let ds = Mat::rows(dp.as_ptr(), bc);
+            // dQ += dS k, straight into this problem's rows of dq
+            unsafe { mm(br, bc, e, ds, k.at(p, c0), &mut tmp) };
+            for r in 0..br {
+                // SAFETY: this problem's rows of dq are its own, row-major.
+                let row = unsafe { std::slice::from_raw_parts_mut(grads.dq.ptr(p, r0 + r, 0), e) };
+                add(row, &tmp[r * e..(r + 1) * e]);
+            }
+            // dK += dSᵀ q
+            unsafe { mm(bc, br, e, ds.t(), q.at(p, r0), &mut tmp) };
+            add(&mut dk_acc[..bc * e], &tmp[..bc * e]);
         }
-    });
+        // SAFETY: this problem's rows of dk and dv are its own.
+        unsafe {
+            write_rows(&grads.dk, p, c0, &dk_acc[..bc * e], e);
+            write_rows(&grads.dv, p, c0, &dv_acc[..bc * ev], ev);
+        }
+    }
 }
 
 /// Copies the rows of `src` (row-major, `width` wide) to problem `p`'s rows
@@ -447,7 +507,45 @@ unsafe fn write_rows<T: Float>(dst: &Mats<T>, p: usize, r0: usize, src: &[T], wi
     }
 }
 
+/// The largest element, in 8 running maxima (one chain of dependent
+/// comparisons would not vectorise). `-∞` for none.
+#[inline(always)]
+fn max_of<T: Float>(xs: &[T]) -> T {
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(T::neg_infinity(), |a, &x| a.max(x));
+    let mut acc = [T::neg_infinity(); 8];
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    acc.iter().fold(tail, |a, &x| a.max(x))
+}
+
+/// Replaces each `x` by `exp(x - shift)` and returns their sum (8 running
+/// sums, as [`max_of`]).
+#[inline(always)]
+fn exp_sum<T: Float>(xs: &mut [T], shift: T) -> T {
+    let mut chunks = xs.chunks_exact_mut(8);
+    let mut acc = [T::zero(); 8];
+    for c in &mut chunks {
+        for l in 0..8 {
+            c[l] = (c[l] - shift).exp_op();
+            acc[l] = acc[l] + c[l];
+        }
+    }
+    let tail = chunks.into_remainder().iter_mut().fold(T::zero(), |a, x| {
+        *x = (*x - shift).exp_op();
+        a + *x
+    });
+    acc.iter().fold(tail, |a, &x| a + x)
+}
+
 /// `acc += x` elementwise.
+#[inline(always)]
 fn add<T: Float>(acc: &mut [T], x: &[T]) {
     acc.iter_mut().zip(x).for_each(|(a, &b)| *a = *a + b);
 }
