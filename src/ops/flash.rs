@@ -360,9 +360,18 @@ unsafe fn forward_one<T: Float>(inp: &Inputs<'_, T>, dst: &Written<T>, p: usize)
                 if seen.is_empty() {
                     continue;
                 }
-                seen.iter_mut().for_each(|x| *x = *x * sh.scale);
-                let m_new = m[r].max(max_of(seen));
-                let sum = exp_sum(seen, m_new);
+                // The scale goes into the exponentials' pass: the largest
+                // scaled score is the scaled largest one when the scale is
+                // positive (rounding is monotonic).
+                let (top, factor) = match sh.scale > T::zero() {
+                    true => (max_of(seen) * sh.scale, sh.scale),
+                    false => {
+                        seen.iter_mut().for_each(|x| *x = *x * sh.scale);
+                        (max_of(seen), T::one())
+                    }
+                };
+                let m_new = m[r].max(top);
+                let sum = exp_sum(seen, factor, m_new);
                 let corr = (m[r] - m_new).exp_op();
                 l[r] = l[r] * corr + sum;
                 m[r] = m_new;
@@ -525,20 +534,20 @@ fn max_of<T: Float>(xs: &[T]) -> T {
     acc.iter().fold(tail, |a, &x| a.max(x))
 }
 
-/// Replaces each `x` by `exp(x - shift)` and returns their sum (8 running
-/// sums, as [`max_of`]).
+/// Replaces each `x` by `exp(factor · x - shift)` and returns their sum (8
+/// running sums, as [`max_of`]).
 #[inline(always)]
-fn exp_sum<T: Float>(xs: &mut [T], shift: T) -> T {
+fn exp_sum<T: Float>(xs: &mut [T], factor: T, shift: T) -> T {
     let mut chunks = xs.chunks_exact_mut(8);
     let mut acc = [T::zero(); 8];
     for c in &mut chunks {
         for l in 0..8 {
-            c[l] = (c[l] - shift).exp_op();
+            c[l] = (c[l] * factor - shift).exp_op();
             acc[l] = acc[l] + c[l];
         }
     }
     let tail = chunks.into_remainder().iter_mut().fold(T::zero(), |a, x| {
-        *x = (*x - shift).exp_op();
+        *x = (*x * factor - shift).exp_op();
         a + *x
     });
     acc.iter().fold(tail, |a, &x| a + x)
