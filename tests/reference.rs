@@ -1,7 +1,8 @@
 //! Every op against reference values computed by PyTorch (float64).
 //!
-//! `tests/ref/ops_ref.txt` (the ops) and `tests/ref/nn_ref.txt` (the nn ops
-//! and layers) hold, for each named case, the inputs, an upstream gradient,
+//! `tests/ref/ops_ref.txt` (the ops), `tests/ref/nn_ref.txt` (the nn ops
+//! and layers) and `tests/ref/attention_ref.txt` (attention and its
+//! modules) hold, for each named case, the inputs, an upstream gradient,
 //! and PyTorch's output and input gradients; they were written by
 //! `tests/ref/make_ref.py` (see `tests/ref/README.md`). Here each
 //! case runs through the tapegrad op of the same name (the table in [`run`]),
@@ -17,13 +18,16 @@ use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use tapegrad::ndarray::{arr2, ArrayD};
+use tapegrad::nn::functional::{scaled_dot_product_attention, AttentionKernel, AttentionOptions};
 use tapegrad::nn::{
-    Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d, Module, ReLU, Sequential, GELU,
+    load_safetensors, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d, Module,
+    MultiheadAttention, ReLU, Sequential, TransformerBlock, GELU,
 };
 use tapegrad::prelude::*;
 
 const REFERENCE: &str = include_str!("ref/ops_ref.txt");
 const NN_REFERENCE: &str = include_str!("ref/nn_ref.txt");
+const ATTENTION_REFERENCE: &str = include_str!("ref/attention_ref.txt");
 
 const TOL_F64: f64 = 1e-9;
 const TOL_F32: f64 = 1e-4;
@@ -172,6 +176,13 @@ fn cases() -> Vec<Case> {
     let nn = parse(NN_REFERENCE);
     assert!(nn.len() > 20, "only {} cases in nn_ref.txt", nn.len());
     cases.extend(nn);
+    let attention = parse(ATTENTION_REFERENCE);
+    assert!(
+        attention.len() >= 21,
+        "only {} cases in attention_ref.txt",
+        attention.len()
+    );
+    cases.extend(attention);
     cases
 }
 
@@ -207,6 +218,63 @@ macro_rules! ref_float {
 
 ref_float!(f32);
 ref_float!(f64);
+
+/// `scaled_dot_product_attention` on `x[0..3]`, the composed kernel or the
+/// tiled one with block 2 (the `_composed` and `_tiled` twins of a case).
+fn sdpa<T: Float>(x: &[Tensor<T>], tiled: bool, causal: bool, scale: Option<f64>) -> Tensor<T> {
+    let kernel = match tiled {
+        true => AttentionKernel::Tiled { block: 2 },
+        false => AttentionKernel::Composed,
+    };
+    let opts = AttentionOptions {
+        causal,
+        scale,
+        kernel,
+    };
+    scaled_dot_product_attention(&x[0], &x[1], &x[2], &opts)
+}
+
+/// `MultiheadAttention(e, heads)` on `x[0]`, its parameters `x[1..5]` in
+/// PyTorch's order.
+fn mha<T: Float>(
+    x: &[Tensor<T>],
+    e: usize,
+    heads: usize,
+    causal: bool,
+    kernel: AttentionKernel,
+) -> Tensor<T> {
+    let mut m = MultiheadAttention::new(e, heads).causal(causal).kernel(kernel);
+    (m.in_proj_weight, m.in_proj_bias) = (x[1].clone(), x[2].clone());
+    m.out_proj = Linear {
+        weight: x[3].clone(),
+        bias: Some(x[4].clone()),
+    };
+    m.forward(&x[0])
+}
+
+/// `TransformerBlock(e, heads, hidden)` on `x[0]`, its parameters `x[1..]`
+/// in the order of its `named_parameters`.
+fn block<T: Float>(x: &[Tensor<T>], e: usize, heads: usize, hidden: usize, causal: bool) -> Tensor<T> {
+    let mut b = TransformerBlock::new(e, heads, hidden).causal(causal);
+    (b.ln1.weight, b.ln1.bias, b.ln2.weight, b.ln2.bias) =
+        (x[1].clone(), x[2].clone(), x[7].clone(), x[8].clone());
+    (b.attn.in_proj_weight, b.attn.in_proj_bias) = (x[3].clone(), x[4].clone());
+    b.attn.out_proj = Linear {
+        weight: x[5].clone(),
+        bias: Some(x[6].clone()),
+    };
+    b.mlp = Sequential::new()
+        .add(Linear {
+            weight: x[9].clone(),
+            bias: Some(x[10].clone()),
+        })
+        .add(GELU)
+        .add(Linear {
+            weight: x[11].clone(),
+            bias: Some(x[12].clone()),
+        });
+    b.forward(&x[0])
+}
 
 fn idx2<const N: usize>(rows: &[[usize; N]]) -> ArrayD<usize> {
     arr2(rows).into_dyn()
@@ -416,6 +484,32 @@ op_table! { x, s;
         let fc = Linear { weight: x[3].clone(), bias: Some(x[4].clone()) };
         let cnn = Sequential::new().add(conv).add(ReLU).add(MaxPool2d::new(2)).add(Flatten).add(fc);
         cnn.forward(&x[0])
+    },
+
+    // attention (attention_ref.txt): causal and scale as in make_ref.py
+    "sdpa_basic_composed" | "sdpa_broadcast_composed" => sdpa(x, false, false, None),
+    "sdpa_basic_tiled" | "sdpa_broadcast_tiled" => sdpa(x, true, false, None),
+    "sdpa_causal_composed" | "sdpa_causal_more_keys_composed" | "sdpa_causal_more_queries_composed" => {
+        sdpa(x, false, true, None)
+    },
+    "sdpa_causal_tiled" | "sdpa_causal_more_keys_tiled" | "sdpa_causal_more_queries_tiled" => {
+        sdpa(x, true, true, None)
+    },
+    "sdpa_scale_composed" => sdpa(x, false, false, Some(0.3)),
+    "sdpa_scale_tiled" => sdpa(x, true, false, Some(0.3)),
+    "sdpa_heads_causal_scale_composed" => sdpa(x, false, true, Some(0.5)),
+    "sdpa_heads_causal_scale_tiled" => sdpa(x, true, true, Some(0.5)),
+    "mha_composed" => mha(x, 6, 2, false, AttentionKernel::Composed),
+    "mha_tiled" => mha(x, 6, 2, false, AttentionKernel::Tiled { block: 2 }),
+    "mha_causal_composed" => mha(x, 4, 2, true, AttentionKernel::Composed),
+    "mha_causal_tiled" => mha(x, 4, 2, true, AttentionKernel::Tiled { block: 2 }),
+    "transformer_block" => block(x, 4, 2, 8, false),
+    "transformer_block_causal" => block(x, 4, 1, 6, true),
+    "transformer_block_loaded" => {
+        let block = TransformerBlock::new(8, 2, 16).causal(true);
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ref/weights/transformer_block.safetensors");
+        load_safetensors(&block, path).expect("the weights load by name");
+        block.forward(&x[0])
     },
 }
 

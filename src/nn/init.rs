@@ -15,6 +15,20 @@ pub(crate) fn uniform_fan_in<T: Float>(shape: &[usize], fan_in: usize) -> Tensor
     } else {
         0.0
     };
+    uniform(shape, bound)
+}
+
+/// A parameter of shape `[fan_out, fan_in]`, uniform in `[-b, b]` with
+/// `b = √(6 / (fan_in + fan_out))`: PyTorch's `xavier_uniform_` (gain 1),
+/// its initialisation of `MultiheadAttention`'s `in_proj_weight`.
+pub(crate) fn xavier_uniform<T: Float>(shape: [usize; 2]) -> Tensor<T> {
+    let fans = shape[0] + shape[1];
+    let bound = if fans > 0 { (6.0 / fans as f64).sqrt() } else { 0.0 };
+    uniform(&shape, bound)
+}
+
+/// A parameter of `shape`, uniform in `[-bound, bound]`.
+fn uniform<T: Float>(shape: &[usize], bound: f64) -> Tensor<T> {
     let n = shape.iter().product();
     let values = rng::uniform::<f64>(n)
         .into_iter()

@@ -25,21 +25,27 @@
 //! The layers' ops are also [`Tensor`](crate::Tensor) methods:
 //! [`conv2d`](crate::Tensor::conv2d), [`max_pool2d`](crate::Tensor::max_pool2d),
 //! [`layer_norm`](crate::Tensor::layer_norm),
-//! [`embedding`](crate::Tensor::embedding).
+//! [`embedding`](crate::Tensor::embedding); attention's are in
+//! [`functional`].
 
 mod activation;
+mod attention;
 mod container;
 mod conv;
 mod dropout;
 mod embedding;
+pub mod functional;
 mod init;
 mod linear;
 mod module;
 mod norm;
+mod packing;
+mod transformer;
 mod utils;
 mod weights;
 
 pub use activation::{Flatten, ReLU, Sigmoid, Tanh, GELU};
+pub use attention::MultiheadAttention;
 pub use container::Sequential;
 pub use conv::{Conv2d, MaxPool2d};
 pub use dropout::Dropout;
@@ -47,5 +53,6 @@ pub use embedding::Embedding;
 pub use linear::Linear;
 pub use module::{name_parameters, Module};
 pub use norm::LayerNorm;
+pub use transformer::TransformerBlock;
 pub use utils::clip_grad_norm;
 pub use weights::{load_safetensors, save_safetensors, WeightsError};

@@ -256,7 +256,7 @@ pub(crate) const PARALLEL_MKN: usize = 1 << 22;
 /// A raw pointer that a part of a split kernel may carry to another thread
 /// (each part touches its own elements only).
 #[derive(Clone, Copy)]
-struct Ptr<T>(*mut T);
+pub(crate) struct Ptr<T>(pub(crate) *mut T);
 // SAFETY: see `gemm_into`: parts read shared inputs and write disjoint
 // blocks, so a part on another thread aliases no other part's writes.
 unsafe impl<T> Send for Ptr<T> {}

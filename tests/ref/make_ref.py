@@ -3,12 +3,19 @@
 
 Run from the repository root (PyTorch is needed here only, never by the tests):
 
-    python tests/ref/make_ref.py            # writes the three files below
+    python tests/ref/make_ref.py            # writes the four files below
 
 ops_ref.txt   the ops of tapegrad (CASES, torch.manual_seed(0));
 nn_ref.txt    the nn ops and layers (nn_cases(), torch.manual_seed(1)), in
               the same format: drawn after ops_ref.txt and from their own
               seed, so adding an nn case leaves ops_ref.txt as it was;
+attention_ref.txt
+              scaled_dot_product_attention and MultiheadAttention (each
+              case twice, for the composed and the tiled kernel) and
+              TransformerBlock against nn.TransformerEncoderLayer
+              (attention_cases(), torch.manual_seed(2)); also writes
+              weights/transformer_block.safetensors, which its last case
+              loads;
 nn_state_dicts.txt
               the state_dict keys and shapes of a few nn.Sequential models
               (tests/nn.rs builds the same models and compares
@@ -54,6 +61,7 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch.func import functional_call
 
 torch.manual_seed(0)
@@ -400,6 +408,94 @@ def nn_cases():
     return cases
 
 
+def attention_cases():
+    """The cases of attention_ref.txt, drawn when called (after nn_ref.txt's,
+    from seed 2). Each attention case is written twice, as NAME_composed
+    and NAME_tiled, with the same inputs: tests/reference.rs runs the first
+    with AttentionKernel::Composed and the second with Tiled { block: 2 }."""
+    cases = []
+
+    def add(name, inputs, fn):
+        cases.append((name, inputs, fn))
+
+    def sdpa(name, shapes, causal=False, scale=None):
+        inputs = [req(randn(*s)) for s in shapes]
+        fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+        for kernel in ["composed", "tiled"]:
+            add(f"{name}_{kernel}", inputs, fn)
+
+    # causal and scale in the calls here, mirrored in the Rust table
+    sdpa("sdpa_basic", [(2, 3, 4), (2, 5, 4), (2, 5, 3)])
+    sdpa("sdpa_causal", [(2, 5, 4), (2, 5, 4), (2, 5, 4)], causal=True)
+    sdpa("sdpa_causal_more_keys", [(1, 3, 2), (1, 6, 2), (1, 6, 3)], causal=True)
+    sdpa("sdpa_causal_more_queries", [(6, 2), (3, 2), (3, 2)], causal=True)
+    sdpa("sdpa_scale", [(2, 4, 3), (2, 5, 3), (2, 5, 2)], scale=0.3)
+    sdpa("sdpa_broadcast", [(2, 3, 4, 2), (3, 5, 2), (1, 5, 2)])
+    sdpa("sdpa_heads_causal_scale", [(2, 2, 7, 4), (2, 2, 7, 4), (2, 2, 7, 4)], causal=True, scale=0.5)
+
+    # nn.MultiheadAttention(E, heads, batch_first=True) as m(x, x, x); the
+    # causal form with the mask PyTorch asks for alongside is_causal
+    def causal_mask(n):
+        return torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
+
+    def mha(name, b, n, e, heads, causal):
+        m = nn.MultiheadAttention(e, heads, batch_first=True).to(DT)
+        names = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+        inputs = [req(randn(b, n, e)), req(randn(3 * e, e, scale=0.5)), req(randn(3 * e)),
+                  req(randn(e, e, scale=0.5)), req(randn(e))]
+        mask = causal_mask(n) if causal else None
+
+        def fn(x, *params):
+            args = (x, x, x)
+            kwargs = {"need_weights": False, "attn_mask": mask, "is_causal": causal}
+            return functional_call(m, dict(zip(names, params)), args, kwargs)[0]
+        for kernel in ["composed", "tiled"]:
+            add(f"{name}_{kernel}", inputs, fn)
+
+    mha("mha", 2, 5, 6, 2, False)
+    mha("mha_causal", 2, 4, 4, 2, True)
+
+    # TransformerBlock is nn.TransformerEncoderLayer(norm_first=True, gelu,
+    # dropout 0); tapegrad's names on the left, PyTorch's on the right
+    block_names = [("ln1.weight", "norm1.weight"), ("ln1.bias", "norm1.bias"),
+                   ("attn.in_proj_weight", "self_attn.in_proj_weight"),
+                   ("attn.in_proj_bias", "self_attn.in_proj_bias"),
+                   ("attn.out_proj.weight", "self_attn.out_proj.weight"),
+                   ("attn.out_proj.bias", "self_attn.out_proj.bias"),
+                   ("ln2.weight", "norm2.weight"), ("ln2.bias", "norm2.bias"),
+                   ("mlp.0.weight", "linear1.weight"), ("mlp.0.bias", "linear1.bias"),
+                   ("mlp.2.weight", "linear2.weight"), ("mlp.2.bias", "linear2.bias")]
+
+    def encoder_layer(e, heads, hidden):
+        return nn.TransformerEncoderLayer(e, heads, hidden, dropout=0.0, activation="gelu",
+                                          batch_first=True, norm_first=True)
+
+    def block(name, b, n, e, heads, hidden, causal):
+        layer = encoder_layer(e, heads, hidden).to(DT)
+        shapes = {k: t.shape for k, t in layer.state_dict().items()}
+        params = [req(randn(*shapes[theirs], scale=0.5)) for _, theirs in block_names]
+        mask = causal_mask(n) if causal else None
+
+        def fn(x, *ps):
+            weights = dict(zip([theirs for _, theirs in block_names], ps))
+            return functional_call(layer, weights, (x,), {"src_mask": mask, "is_causal": causal})
+        add(name, [req(randn(b, n, e))] + params, fn)
+
+    block("transformer_block", 2, 5, 4, 2, 8, False)
+    block("transformer_block_causal", 1, 6, 4, 1, 6, True)
+
+    # Weights by name: an encoder layer's state_dict under tapegrad's names,
+    # saved as safetensors (f32); the case's input alone, and the output of
+    # the layer holding those weights (computed in float64).
+    layer = encoder_layer(8, 2, 16)
+    saved = {ours: layer.state_dict()[theirs].contiguous() for ours, theirs in block_names}
+    save_file(saved, os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "transformer_block.safetensors"))
+    layer = layer.to(DT)
+    mask = causal_mask(5)
+    add("transformer_block_loaded", [req(randn(2, 5, 8))], lambda x: layer(x, src_mask=mask, is_causal=True))
+    return cases
+
+
 def state_dict_models():
     """Models whose state_dict keys tests/nn.rs compares with
     named_parameters() of the same model built in tapegrad."""
@@ -487,6 +583,9 @@ def main():
     write_cases(os.path.join(os.path.dirname(path), "nn_ref.txt"), nn_cases(),
                 "Reference values for tapegrad's nn ops and layers", 1)
     write_state_dicts(os.path.join(os.path.dirname(path), "nn_state_dicts.txt"))
+    torch.manual_seed(2)
+    write_cases(os.path.join(os.path.dirname(path), "attention_ref.txt"), attention_cases(),
+                "Reference values for tapegrad's attention and its modules", 2)
 
 
 if __name__ == "__main__":
