@@ -423,8 +423,10 @@ pub fn tensor_f32(
 /// // x · detach(x) is x², but its backward sees one factor only: x, not 2x
 /// let err = tapegrad::testing::assert_gradcheck(|p| &p[0] * p[0].detach(), &[x]).unwrap_err();
 /// // Case failed: gradcheck: Jacobian mismatch for input 0, output element 0,
-/// // input element 0: analytic 0.5 vs numeric 0.9999999999871223
+/// // input element 0: analytic 0.5 vs numeric 0.9999999999871223 (the function
+/// // under test records: MulBackward)
 /// assert!(err.to_string().contains("analytic 0.5 vs numeric 0.99999"));
+/// assert!(err.to_string().contains("the function under test records: MulBackward"));
 /// ```
 pub fn assert_gradcheck<F>(f: F, inputs: &[Tensor<f64>]) -> Result<(), TestCaseError>
 where
@@ -468,7 +470,11 @@ where
         .iter()
         .map(|x| x.detach().set_requires_grad(true))
         .collect();
-    gradcheck(f, &leaves, opts).map_err(|e| TestCaseError::fail(e.to_string()))
+    gradcheck(&f, &leaves, opts).map_err(|e| {
+        // Name the function under test by the ops it records.
+        let ops = crate::viz::op_names(&f(&leaves)).join(", ");
+        TestCaseError::fail(format!("{e} (the function under test records: {ops})"))
+    })
 }
 
 #[cfg(test)]

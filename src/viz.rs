@@ -115,6 +115,12 @@ fn shape_of<T: Float>(shape: &[usize]) -> String {
     format!("{}{:?}", T::DTYPE, shape)
 }
 
+/// The ops that lead to `out`, in creation order (for messages: what a
+/// function under test computes).
+pub(crate) fn op_names<T: Float>(out: &Tensor<T>) -> Vec<&'static str> {
+    Graph::of(out).nodes.iter().map(|n| n.name).collect()
+}
+
 /// What a node saved, for a line of the tape: roles, shapes and bytes.
 fn describe_saved(saved: &Option<Vec<SavedSummary>>) -> String {
     let Some(saved) = saved else {
