@@ -154,6 +154,21 @@ fn tiled_equals_composed_on_long_rows() {
     compare::<f32>(1e-5);
 }
 
+/// A block far larger than the lengths is one tile (its buffers are sized
+/// by the lengths, not by the block).
+#[test]
+fn a_huge_block_is_one_tile() {
+    tapegrad::manual_seed(10);
+    let qkv = [input(&[2, 5, 3]), input(&[2, 7, 3]), input(&[2, 7, 2])];
+    let run =
+        |kernel| scaled_dot_product_attention(&qkv[0], &qkv[1], &qkv[2], &opts(kernel, true, None)).to_vec();
+    assert_close(
+        &run(AttentionKernel::Tiled { block: usize::MAX }),
+        &run(AttentionKernel::Composed),
+        1e-12,
+    );
+}
+
 #[test]
 fn tiled_gradchecks() {
     tapegrad::manual_seed(1);
