@@ -6,6 +6,7 @@
 //! The lowest layer: shapes, strides, broadcasting rules and dimension
 //! checks, on plain `usize` slices, with no data and no tensors.
 
+use crate::error::TensorError;
 use smallvec::{smallvec, SmallVec};
 
 /// The number of elements of `shape`.
@@ -15,36 +16,47 @@ use smallvec::{smallvec, SmallVec};
 /// zero size still has to pass, as its strides are computed from the
 /// others).
 pub(crate) fn numel(op: &str, shape: &[usize]) -> usize {
+    match count(shape) {
+        Some(n) => n,
+        None => panic!("{}", TensorError::too_large(op, shape)),
+    }
+}
+
+/// [`numel`], with the error returned.
+pub(crate) fn try_numel(op: &'static str, shape: &[usize]) -> Result<usize, TensorError> {
+    count(shape).ok_or_else(|| TensorError::TooLarge {
+        op,
+        shape: shape.to_vec(),
+    })
+}
+
+/// The element count of `shape`, unless it exceeds `isize::MAX`.
+fn count(shape: &[usize]) -> Option<usize> {
     // The common case in one pass: no zero size, no overflow.
     let mut n = 1usize;
     for &d in shape {
         match n.checked_mul(d) {
             Some(m) => n = m,
-            None => return numel_slow(op, shape),
+            None => return count_slow(shape),
         }
     }
     match n != 0 && n <= isize::MAX as usize {
-        true => n,
-        false => numel_slow(op, shape),
+        true => Some(n),
+        false => count_slow(shape),
     }
 }
 
-/// [`numel`] for shapes with a zero size, or too large.
+/// [`count`] for shapes with a zero size, or too large.
 #[cold]
-fn numel_slow(op: &str, shape: &[usize]) -> usize {
+fn count_slow(shape: &[usize]) -> Option<usize> {
     let nonzero = shape
         .iter()
         .filter(|&&d| d != 0)
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= isize::MAX as usize);
     match nonzero {
-        Some(_) if shape.contains(&0) => 0,
-        Some(n) => n,
-        None => panic!(
-            "{op}: shape {shape:?} has more elements than can be addressed (the product of its sizes \
-             exceeds isize::MAX = {})",
-            isize::MAX
-        ),
+        Some(_) if shape.contains(&0) => Some(0),
+        other => other,
     }
 }
 
@@ -129,14 +141,36 @@ fn dim_of(shape: &[usize], i: usize, n: usize) -> usize {
 
 /// **Panics**, naming `op`, unless `from` broadcasts to exactly `to`.
 pub(crate) fn check_broadcasts_to(op: &str, from: &[usize], to: &[usize]) {
-    let ok = from.len() <= to.len()
+    if !broadcasts_to(from, to) {
+        panic!("{}", TensorError::not_broadcast(op, from, to));
+    }
+    numel(op, to);
+}
+
+/// [`check_broadcasts_to`], with the error returned.
+pub(crate) fn try_check_broadcasts_to(
+    op: &'static str,
+    from: &[usize],
+    to: &[usize],
+) -> Result<(), TensorError> {
+    if !broadcasts_to(from, to) {
+        return Err(TensorError::Broadcast {
+            op,
+            from: from.to_vec(),
+            to: to.to_vec(),
+        });
+    }
+    try_numel(op, to).map(|_| ())
+}
+
+/// Whether `from` broadcasts to exactly `to`.
+fn broadcasts_to(from: &[usize], to: &[usize]) -> bool {
+    from.len() <= to.len()
         && from
             .iter()
             .rev()
             .zip(to.iter().rev())
-            .all(|(&f, &t)| f == t || f == 1);
-    assert!(ok, "{op}: shape {from:?} cannot be broadcast to {to:?}");
-    numel(op, to);
+            .all(|(&f, &t)| f == t || f == 1)
 }
 
 /// **Panics**, naming `op`, unless `dim` is a dimension of `shape`.

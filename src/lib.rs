@@ -33,6 +33,7 @@
 mod autograd;
 mod checkpoint;
 pub mod data;
+mod error;
 mod float;
 mod gradcheck;
 mod layout;
@@ -59,6 +60,7 @@ pub use checkpoint::{
     recompute_counts, saved_residuals, try_plan_checkpoints, BudgetError, CheckpointOptions,
     CheckpointPolicy, Layer, LayerProfile, Plan, RecomputeCounts, SavedResidual, Segment,
 };
+pub use error::TensorError;
 pub use float::Float;
 pub use gradcheck::{gradcheck, GradcheckError, GradcheckOptions};
 pub use ndarray;

@@ -6,7 +6,7 @@ use crate::autograd::node::{Edge, Node};
 use crate::layout::{dims, Dims};
 use crate::storage::{filled, Buffer, Value};
 use crate::sync::{get_mut, lock, read, write};
-use crate::{layout, rng, Float};
+use crate::{layout, rng, Float, TensorError};
 use ndarray::{ArrayD, ArrayViewD};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,8 +110,32 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if `data.len()` is not the product of `shape`.
+    #[track_caller]
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Self {
-        Self::from_value(Value::from_vec(data, shape))
+        match Self::try_from_vec(data, shape) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`from_vec`](Tensor::from_vec), with the error returned instead of
+    /// a panic.
+    ///
+    /// ```
+    /// use tapegrad::{Tensor, TensorError};
+    /// let err = Tensor::try_from_vec(vec![1.0f32, 2.0, 3.0], &[2, 2]).unwrap_err();
+    /// assert_eq!(err, TensorError::ElementCount { len: 3, shape: vec![2, 2] });
+    /// assert_eq!(err.to_string(), "from_vec: 3 elements cannot have shape [2, 2] (4 elements)");
+    /// ```
+    pub fn try_from_vec(data: Vec<T>, shape: &[usize]) -> Result<Self, TensorError> {
+        let n = layout::try_numel("from_vec", shape)?;
+        if data.len() != n {
+            return Err(TensorError::ElementCount {
+                len: data.len(),
+                shape: shape.to_vec(),
+            });
+        }
+        Ok(Self::from_value(Value::from_vec(data, shape)))
     }
 
     /// A tensor taking over an ndarray (no copy).

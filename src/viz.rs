@@ -117,6 +117,7 @@ fn shape_of<T: Float>(shape: &[usize]) -> String {
 
 /// The ops that lead to `out`, in creation order (for messages: what a
 /// function under test computes).
+#[cfg(feature = "proptest")]
 pub(crate) fn op_names<T: Float>(out: &Tensor<T>) -> Vec<&'static str> {
     Graph::of(out).nodes.iter().map(|n| n.name).collect()
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Layers, lowest first; a module is in the layer of its longest listed
 /// prefix.
 const LAYERS: &[&[&str]] = &[
-    &["float", "sync"],
+    &["float", "sync", "error"],
     &["layout", "pool"],
     &["rng"],
     &["storage"],

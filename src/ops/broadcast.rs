@@ -3,10 +3,10 @@
 //! a broadcast input.
 
 use crate::autograd::node::record;
-use crate::layout::{check_broadcasts_to, dims};
+use crate::layout::{check_broadcasts_to, dims, try_check_broadcasts_to};
 use crate::ops::sum::sum_axis;
 use crate::storage::Value;
-use crate::{Float, Tensor};
+use crate::{Float, Tensor, TensorError};
 use smallvec::smallvec;
 
 impl<T: Float> Tensor<T> {
@@ -21,7 +21,24 @@ impl<T: Float> Tensor<T> {
     /// **Panics** if the shape cannot be broadcast to `shape`.
     #[track_caller]
     pub fn broadcast_to(&self, shape: &[usize]) -> Tensor<T> {
-        check_broadcasts_to("broadcast_to", self.shape(), shape);
+        match self.try_broadcast_to(shape) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`broadcast_to`](Tensor::broadcast_to), with the error returned
+    /// instead of a panic.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::<f32>::zeros(&[2, 1]);
+    /// assert_eq!(t.try_broadcast_to(&[3, 2, 4]).unwrap().shape(), &[3, 2, 4]);
+    /// let err = t.try_broadcast_to(&[3, 4]).unwrap_err();
+    /// assert_eq!(err.to_string(), "broadcast_to: shape [2, 1] cannot be broadcast to [3, 4]");
+    /// ```
+    #[track_caller]
+    pub fn try_broadcast_to(&self, shape: &[usize]) -> Result<Tensor<T>, TensorError> {
+        try_check_broadcasts_to("broadcast_to", self.shape(), shape)?;
         let v = self.value();
         let lead = shape.len() - v.shape.len();
         let strides = (0..shape.len())
@@ -35,9 +52,9 @@ impl<T: Float> Tensor<T> {
             .collect();
         let out = v.with_layout(dims(shape), strides, v.offset);
         let from = dims(self.shape());
-        record("BroadcastToBackward", &[self], out, &[], move |_, g| {
+        Ok(record("BroadcastToBackward", &[self], out, &[], move |_, g| {
             smallvec![Some(g.sum_to(&from))]
-        })
+        }))
     }
 
     /// The sum of this tensor down to `shape`, which it must broadcast from:

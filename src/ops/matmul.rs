@@ -7,7 +7,7 @@ use crate::autograd::node::{record, should_record, Role};
 use crate::layout::try_broadcast_shape;
 use crate::ops::kernels::gemm_into;
 use crate::storage::Value;
-use crate::{layout, Float, Tensor};
+use crate::{layout, Float, Tensor, TensorError};
 use ndarray::{ArrayView2, ArrayViewD, Axis, Ix2};
 use smallvec::{smallvec, SmallVec};
 
@@ -32,18 +32,45 @@ impl<T: Float> Tensor<T> {
     /// batch dimensions do not broadcast (naming both shapes).
     #[track_caller]
     pub fn matmul(&self, other: &Tensor<T>) -> Tensor<T> {
+        match self.try_matmul(other) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`matmul`](Tensor::matmul), with the error returned instead of a
+    /// panic.
+    ///
+    /// ```
+    /// use tapegrad::{Tensor, TensorError};
+    /// let a = Tensor::<f32>::zeros(&[2, 3]);
+    /// assert_eq!(a.try_matmul(&Tensor::zeros(&[3, 4])).unwrap().shape(), &[2, 4]);
+    /// let err = a.try_matmul(&Tensor::zeros(&[2, 3])).unwrap_err();
+    /// assert_eq!(err, TensorError::MatmulInner { a: vec![2, 3], b: vec![2, 3] });
+    /// assert!(err.to_string().ends_with("(3 != 2); did you mean `.t()` of the left operand?"));
+    /// ```
+    #[track_caller]
+    pub fn try_matmul(&self, other: &Tensor<T>) -> Result<Tensor<T>, TensorError> {
         let (a, b) = (self.shape(), other.shape());
-        assert!(
-            !a.is_empty() && !b.is_empty(),
-            "matmul: both arguments need at least 1 dimension, got shapes {a:?} and {b:?}"
-        );
+        let shapes = || (a.to_vec(), b.to_vec());
+        if a.is_empty() || b.is_empty() {
+            let (a, b) = shapes();
+            return Err(TensorError::MatmulScalar { a, b });
+        }
         let ka = a[a.len() - 1];
         let kb = if b.len() == 1 { b[0] } else { b[b.len() - 2] };
-        assert_eq!(
-            ka, kb,
-            "matmul: shapes {a:?} and {b:?} cannot be multiplied ({ka} != {kb})"
-        );
-        match (a.len(), b.len()) {
+        if ka != kb {
+            let (a, b) = shapes();
+            return Err(TensorError::MatmulInner { a, b });
+        }
+        if a.len() > 2 && b.len() > 2 || a.len() > 2 && b.len() == 2 || a.len() == 2 && b.len() > 2 {
+            let (batch_a, batch_b) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+            if try_broadcast_shape(batch_a, batch_b).is_err() {
+                let (a, b) = shapes();
+                return Err(TensorError::MatmulBatch { a, b });
+            }
+        }
+        Ok(match (a.len(), b.len()) {
             (1, 1) => self.unsqueeze(0).matmul(&other.unsqueeze(1)).reshape(&[]),
             (1, _) => {
                 let out = self.unsqueeze(0).matmul(other);
@@ -58,12 +85,7 @@ impl<T: Float> Tensor<T> {
             (2, 2) => batched_matmul(self, other),
             _ => {
                 let (batch_a, batch_b) = (&a[..a.len() - 2], &b[..b.len() - 2]);
-                let batch = try_broadcast_shape(batch_a, batch_b).unwrap_or_else(|_| {
-                    panic!(
-                        "matmul: shapes {a:?} and {b:?} cannot be multiplied (batch dimensions \
-                         {batch_a:?} and {batch_b:?} cannot be broadcast together)"
-                    )
-                });
+                let batch = try_broadcast_shape(batch_a, batch_b).expect("checked above");
                 let with = |t: &Tensor<T>, rows: usize, cols: usize| {
                     let mut shape = batch.clone();
                     shape.extend([rows, cols]);
@@ -72,7 +94,7 @@ impl<T: Float> Tensor<T> {
                 let (m, n) = (a[a.len() - 2], b[b.len() - 1]);
                 batched_matmul(&with(self, m, ka), &with(other, ka, n))
             }
-        }
+        })
     }
 
     /// Swaps the last two dimensions (a view).

@@ -3,6 +3,7 @@
 use crate::autograd::node::record;
 use crate::layout::{contiguous_strides, dims};
 use crate::storage::Value;
+use crate::TensorError;
 use crate::{layout, Float, Tensor};
 use smallvec::smallvec;
 
@@ -68,20 +69,35 @@ impl<T: Float> Tensor<T> {
     /// **Panics** if the number of elements differs.
     #[track_caller]
     pub fn reshape(&self, shape: &[usize]) -> Tensor<T> {
-        let n = layout::numel("reshape", shape);
-        assert_eq!(
-            n,
-            self.numel(),
-            "reshape: shape {:?} ({} elements) cannot become {shape:?} ({n} elements)",
-            self.shape(),
-            self.numel()
-        );
+        match self.try_reshape(shape) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`reshape`](Tensor::reshape), with the error returned instead of a
+    /// panic.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::<f32>::zeros(&[2, 3]);
+    /// assert!(t.try_reshape(&[3, 2]).is_ok());
+    /// assert_eq!(t.try_reshape(&[4]).unwrap_err().to_string(), "reshape: shape [2, 3] (6 elements) cannot become [4] (4 elements)");
+    /// ```
+    #[track_caller]
+    pub fn try_reshape(&self, shape: &[usize]) -> Result<Tensor<T>, TensorError> {
+        let n = layout::try_numel("reshape", shape)?;
+        if n != self.numel() {
+            return Err(TensorError::Reshape {
+                from: self.shape().to_vec(),
+                to: shape.to_vec(),
+            });
+        }
         let v = self.value().contiguous();
         let out = v.with_layout(dims(shape), contiguous_strides(shape), v.offset);
         let from = dims(self.shape());
-        record("ViewBackward", &[self], out, &[], move |_, g| {
+        Ok(record("ViewBackward", &[self], out, &[], move |_, g| {
             smallvec![Some(g.reshape(&from))]
-        })
+        }))
     }
 
     /// Reorders the dimensions: dimension `i` of the result is dimension
@@ -240,12 +256,34 @@ impl<T: Float> Tensor<T> {
     /// sizes differ (naming the shapes).
     #[track_caller]
     pub fn cat(tensors: &[Tensor<T>], dim: usize) -> Tensor<T> {
-        assert!(!tensors.is_empty(), "cat: expects at least one tensor");
-        let first = tensors[0].shape();
-        assert!(
-            dim < first.len(),
-            "cat: dimension {dim} out of range for shape {first:?}"
-        );
+        match Tensor::try_cat(tensors, dim) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`cat`](Tensor::cat), with the error returned instead of a panic.
+    ///
+    /// ```
+    /// use tapegrad::{Tensor, TensorError};
+    /// let (a, b) = (Tensor::<f32>::zeros(&[2, 3]), Tensor::<f32>::zeros(&[2, 4]));
+    /// assert_eq!(Tensor::try_cat(&[a.clone(), b.clone()], 1).unwrap().shape(), &[2, 7]);
+    /// let err = Tensor::try_cat(&[a, b], 0).unwrap_err();
+    /// assert_eq!(err.to_string(), "cat: shapes [2, 3] and [2, 4] differ outside dimension 0");
+    /// assert!(matches!(Tensor::<f32>::try_cat(&[], 0), Err(TensorError::NoTensors { op: "cat" })));
+    /// ```
+    #[track_caller]
+    pub fn try_cat(tensors: &[Tensor<T>], dim: usize) -> Result<Tensor<T>, TensorError> {
+        let Some(first) = tensors.first().map(Tensor::shape) else {
+            return Err(TensorError::NoTensors { op: "cat" });
+        };
+        if dim >= first.len() {
+            return Err(TensorError::Dim {
+                op: "cat",
+                dim,
+                shape: first.to_vec(),
+            });
+        }
         for t in tensors {
             let s = t.shape();
             let same = s.len() == first.len()
@@ -253,23 +291,27 @@ impl<T: Float> Tensor<T> {
                     .zip(first)
                     .enumerate()
                     .all(|(i, (a, b))| i == dim || a == b);
-            assert!(
-                same,
-                "cat: shapes {first:?} and {s:?} differ outside dimension {dim}"
-            );
+            if !same {
+                return Err(TensorError::Join {
+                    op: "cat",
+                    first: first.to_vec(),
+                    other: s.to_vec(),
+                    dim: Some(dim),
+                });
+            }
         }
         let total = tensors
             .iter()
             .try_fold(0usize, |n, t| n.checked_add(t.shape()[dim]));
         let mut shape = dims(first);
         shape[dim] = total.unwrap_or(usize::MAX);
-        layout::numel("cat", &shape);
+        layout::try_numel("cat", &shape)?;
         let values: Vec<_> = tensors.iter().map(Tensor::value).collect();
         let views: Vec<_> = values.iter().map(|v| v.view()).collect();
         let joined = ndarray::concatenate(ndarray::Axis(dim), &views).expect("shapes checked");
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[dim]).collect();
         let inputs: Vec<&Tensor<T>> = tensors.iter().collect();
-        record(
+        Ok(record(
             "CatBackward",
             &inputs,
             Value::from_array(joined),
@@ -285,7 +327,7 @@ impl<T: Float> Tensor<T> {
                     })
                     .collect()
             },
-        )
+        ))
     }
 
     /// Joins tensors of one shape along a new dimension `dim`.
@@ -299,22 +341,42 @@ impl<T: Float> Tensor<T> {
     /// **Panics** if `tensors` is empty, the shapes differ, or `dim > ndim`.
     #[track_caller]
     pub fn stack(tensors: &[Tensor<T>], dim: usize) -> Tensor<T> {
-        assert!(!tensors.is_empty(), "stack: expects at least one tensor");
-        let first = tensors[0].shape();
-        for t in tensors {
-            assert_eq!(
-                t.shape(),
-                first,
-                "stack: expects tensors of one shape, got {first:?} and {:?}",
-                t.shape()
-            );
+        match Tensor::try_stack(tensors, dim) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
         }
-        assert!(
-            dim <= first.len(),
-            "stack: dimension {dim} out of range for shape {first:?} (at most {})",
-            first.len()
-        );
+    }
+
+    /// [`stack`](Tensor::stack), with the error returned instead of a
+    /// panic.
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let (a, b) = (Tensor::<f32>::zeros(&[3]), Tensor::<f32>::zeros(&[4]));
+    /// let err = Tensor::try_stack(&[a, b], 0).unwrap_err();
+    /// assert_eq!(err.to_string(), "stack: expects tensors of one shape, got [3] and [4]");
+    /// ```
+    #[track_caller]
+    pub fn try_stack(tensors: &[Tensor<T>], dim: usize) -> Result<Tensor<T>, TensorError> {
+        let Some(first) = tensors.first().map(Tensor::shape) else {
+            return Err(TensorError::NoTensors { op: "stack" });
+        };
+        if let Some(t) = tensors.iter().find(|t| t.shape() != first) {
+            return Err(TensorError::Join {
+                op: "stack",
+                first: first.to_vec(),
+                other: t.shape().to_vec(),
+                dim: None,
+            });
+        }
+        if dim > first.len() {
+            return Err(TensorError::Dim {
+                op: "stack",
+                dim,
+                shape: first.to_vec(),
+            });
+        }
         let parts: Vec<Tensor<T>> = tensors.iter().map(|t| t.unsqueeze(dim)).collect();
-        Tensor::cat(&parts, dim)
+        Tensor::try_cat(&parts, dim)
     }
 }
