@@ -198,6 +198,24 @@ fn imports_go_down_the_layers() {
 }
 
 #[test]
+fn the_engine_does_not_even_link_to_a_client() {
+    // Doc links count too: the engine's docs describe its hook points, not
+    // the clients behind them.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = BTreeMap::new();
+    sources(&root, &root, &mut files);
+    let mut named = Vec::new();
+    for (module, text) in files.iter().filter(|(m, _)| m.starts_with(ENGINE)) {
+        for client in CLIENTS {
+            if text.contains(&format!("crate::{client}")) {
+                named.push(format!("{module} names crate::{client}"));
+            }
+        }
+    }
+    assert!(named.is_empty(), "{named:#?}");
+}
+
+#[test]
 fn the_only_circle_is_tensor_and_node() {
     let graph = import_graph();
     // Modules that reach themselves: the members of circles.

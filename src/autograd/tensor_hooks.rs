@@ -150,8 +150,8 @@ pub(crate) fn made_by<T: Float>(id: u64) -> Option<Tensor<T>> {
 }
 
 impl<T: Float> Tensor<T> {
-    /// Names this tensor for printouts ([`viz::tape`](crate::viz::tape),
-    /// [`viz::dot`](crate::viz::dot)); returns the same handle (every
+    /// Names this tensor for printouts (the tape and graph printers of
+    /// `tapegrad::viz`); returns the same handle (every
     /// clone shares the name).
     ///
     /// ```

@@ -190,7 +190,7 @@ pub struct SaveContext {
 
 /// Runs `f` with `hooks` applied to every value an op on this thread saves
 /// for backward (see [`SavedTensorsHooks`]). Scopes nest: the innermost
-/// applies (a [`checkpoint`](crate::checkpoint) inside is innermost for
+/// applies (a checkpoint inside is innermost for
 /// what its function saves; the inputs it keeps go through `hooks`).
 /// Values of another element type than the hooks' are saved as usual.
 ///
