@@ -1,6 +1,7 @@
 //! `Conv2d` and `MaxPool2d`: layers over images `[N, C, H, W]`.
 
 use crate::nn::init::uniform_fan_in;
+use crate::nn::module::weight_and_bias;
 use crate::nn::{name_parameters, Module};
 use crate::{Float, Tensor};
 
@@ -97,13 +98,8 @@ impl<T: Float> Module<T> for Conv2d<T> {
         x.conv2d(&self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
 
-    #[track_caller]
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
-        let mut params = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            params.push(("bias".to_string(), b.clone()));
-        }
-        params
+        weight_and_bias(&self.weight, self.bias.as_ref())
     }
 }
 

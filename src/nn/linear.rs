@@ -1,6 +1,7 @@
 //! `Linear`: an affine map of the last dimension.
 
 use crate::nn::init::uniform_fan_in;
+use crate::nn::module::weight_and_bias;
 use crate::nn::{name_parameters, Module};
 use crate::{Float, Tensor};
 
@@ -104,12 +105,7 @@ impl<T: Float> Module<T> for Linear<T> {
         }
     }
 
-    #[track_caller]
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
-        let mut params = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            params.push(("bias".to_string(), b.clone()));
-        }
-        params
+        weight_and_bias(&self.weight, self.bias.as_ref())
     }
 }

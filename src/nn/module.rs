@@ -214,3 +214,11 @@ pub fn name_parameters<T: Float>(module: &dyn Module<T>) {
         p.with_name(&name);
     }
 }
+
+/// `[("weight", w), ("bias", b)]`, without the bias when there is none: the
+/// parameters of a layer with a weight and an optional bias.
+pub(crate) fn weight_and_bias<T: Float>(w: &Tensor<T>, b: Option<&Tensor<T>>) -> Vec<(String, Tensor<T>)> {
+    let mut params = vec![("weight".to_string(), w.clone())];
+    params.extend(b.map(|b| ("bias".to_string(), b.clone())));
+    params
+}
