@@ -56,8 +56,6 @@ pub(crate) struct Saved<T: Float> {
     /// The tensor whose data this is, to compare versions on unpack.
     owner: Weak<TensorImpl<T>>,
     version: u64,
-    /// The shape saved, which an unpacked value must have.
-    shape: Dims,
 }
 
 /// How a saved value's data is kept.
@@ -68,6 +66,8 @@ enum SavedData<T: Float> {
     Packed {
         hook: Arc<dyn SaveHook>,
         packed: Arc<Packed>,
+        /// The shape saved, which the unpacked value must have.
+        shape: Dims,
     },
 }
 
@@ -75,9 +75,10 @@ impl<T: Float> Clone for Saved<T> {
     fn clone(&self) -> Self {
         let data = match &self.data {
             SavedData::Held(held) => SavedData::Held(held.clone()),
-            SavedData::Packed { hook, packed } => SavedData::Packed {
+            SavedData::Packed { hook, packed, shape } => SavedData::Packed {
                 hook: hook.clone(),
                 packed: packed.clone(),
+                shape: shape.clone(),
             },
         };
         Saved {
@@ -86,7 +87,6 @@ impl<T: Float> Clone for Saved<T> {
             data,
             owner: self.owner.clone(),
             version: self.version,
-            shape: self.shape.clone(),
         }
     }
 }
@@ -101,7 +101,6 @@ impl<T: Float> Saved<T> {
         owner: Weak<TensorImpl<T>>,
         version: u64,
     ) -> Self {
-        let shape = value.shape.clone();
         let held = Held::new(value);
         let data = match hooks::innermost() {
             None => SavedData::Held(held),
@@ -110,12 +109,13 @@ impl<T: Float> Saved<T> {
                     op,
                     role,
                     dtype: T::DTYPE,
-                    shape: &shape,
+                    shape: &held.value.shape,
                 };
                 match hook.pack(&held, &info) {
                     Some(packed) => SavedData::Packed {
                         hook,
                         packed: Arc::new(packed),
+                        shape: held.value.shape.clone(),
                     },
                     None => SavedData::Held(held),
                 }
@@ -127,7 +127,6 @@ impl<T: Float> Saved<T> {
             data,
             owner,
             version,
-            shape,
         }
     }
 
@@ -155,21 +154,21 @@ impl<T: Float> Saved<T> {
         self.check_version(reader);
         match &self.data {
             SavedData::Held(held) => held.value.clone(),
-            SavedData::Packed { hook, packed } => {
+            SavedData::Packed { hook, packed, shape } => {
                 let info = SaveInfo {
                     op: self.op,
                     role: self.role,
                     dtype: T::DTYPE,
-                    shape: &self.shape,
+                    shape,
                 };
                 let held = hook.unpack(packed, &info);
                 let value = value_of::<T>(&*held, reader);
                 assert!(
-                    value.shape == self.shape,
+                    value.shape == *shape,
                     "{reader}: the unpack hook returned a value of shape {:?} for the saved {} of shape {:?}",
                     value.shape.as_slice(),
                     self.role,
-                    self.shape.as_slice()
+                    shape.as_slice()
                 );
                 value
             }
@@ -208,14 +207,14 @@ pub(crate) struct SavedSummary {
 
 impl<T: Float> Saved<T> {
     fn summary(&self) -> SavedSummary {
-        let (bytes, packed_by) = match &self.data {
-            SavedData::Held(held) => (Some(held.value.buf.bytes()), None),
-            SavedData::Packed { hook, .. } => (None, Some(hook.label())),
+        let (bytes, packed_by, shape) = match &self.data {
+            SavedData::Held(held) => (Some(held.value.buf.bytes()), None, held.value.shape.clone()),
+            SavedData::Packed { hook, shape, .. } => (None, Some(hook.label()), shape.clone()),
         };
         SavedSummary {
             role: self.role,
             dtype: T::DTYPE,
-            shape: self.shape.clone(),
+            shape,
             bytes,
             packed_by,
         }
