@@ -156,3 +156,90 @@ fn grad_fills_a_retained_gradient_too_as_in_pytorch() {
     assert_eq!(h.grad().unwrap().to_vec(), vec![6.0, 12.0]);
     assert!(x.grad().is_none());
 }
+
+/// Appends `tag` to `log` when called.
+fn logger(log: &Arc<Mutex<Vec<String>>>, tag: &str) -> impl Fn() + Send + Sync + 'static {
+    let (log, tag) = (log.clone(), tag.to_string());
+    move || log.lock().unwrap().push(tag.clone())
+}
+
+#[test]
+fn a_leaf_is_hooked_as_soon_as_its_last_user_has_run_not_at_the_end() {
+    // y = Σ tanh(x · a) · w: w's user is the newest op, a's the oldest.
+    // PyTorch runs w's AccumulateGrad (and its hooks) once the mul with w
+    // has sent its gradient, before the ops that lead back to a.
+    let x = Tensor::<f64>::from_vec(vec![0.5, -1.0], &[2]);
+    let a = x2();
+    let w = x2();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (on_w, on_h, on_a) = (logger(&log, "w"), logger(&log, "h"), logger(&log, "a"));
+    let _w = w.register_post_accumulate_grad_hook(move |_| on_w());
+    let _a = a.register_post_accumulate_grad_hook(move |_| on_a());
+    let h = (&x * &a).tanh();
+    let _h = h.register_hook(move |_| {
+        on_h();
+        None
+    });
+    (&h * &w).sum().backward();
+    assert_eq!(*log.lock().unwrap(), ["w", "h", "a"]);
+}
+
+#[test]
+fn a_post_accumulate_hook_runs_once_per_backward_on_the_accumulated_grad() {
+    let w = x2();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let handle =
+        w.register_post_accumulate_grad_hook(move |w| log.lock().unwrap().push(w.grad().unwrap().to_vec()));
+    // Two uses, two backwards: one call each, after both uses were summed
+    // into .grad (the second sees the first's gradient too).
+    let y = || (&(&w * &w) + &(&w * 3.0)).sum();
+    y().backward();
+    y().backward();
+    // grad() leaves .grad alone: no call.
+    tapegrad::grad(&[y()], &[w.clone()], Default::default());
+    handle.remove();
+    y().backward();
+    assert_eq!(*seen.lock().unwrap(), [vec![5.0, 7.0], vec![10.0, 14.0]]);
+    assert_eq!(w.grad().unwrap().to_vec(), [15.0, 21.0]);
+}
+
+#[test]
+fn a_post_accumulate_hook_sees_a_checkpointed_users_gradient() {
+    // w used inside a checkpoint only: its gradient comes from the re-run,
+    // and the hook sees the same .grad as without the checkpoint.
+    let run = |checkpointed: bool| {
+        let w = x2();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let _h = w.register_post_accumulate_grad_hook(move |w| {
+            log.lock().unwrap().push(w.grad().unwrap().to_vec())
+        });
+        let x = Tensor::<f64>::from_vec(vec![0.3, 0.7], &[2]).set_requires_grad(true);
+        let wc = w.clone();
+        let f = move |xs: &[Tensor<f64>]| (&xs[0] * &wc).sin().exp();
+        let h = if checkpointed {
+            tapegrad::checkpoint(f, &[x.clone()])
+        } else {
+            f(&[x.clone()])
+        };
+        (&h * &h).sum().backward();
+        let out = seen.lock().unwrap().clone();
+        out
+    };
+    let plain = run(false);
+    assert_eq!(plain.len(), 1);
+    assert_eq!(run(true), plain);
+}
+
+#[test]
+fn a_post_accumulate_hook_on_a_non_leaf_panics() {
+    let x = x2();
+    let msg = panic_message(|| {
+        let _ = (&x * 2.0).register_post_accumulate_grad_hook(|_| {});
+    });
+    assert!(
+        msg.contains("register_post_accumulate_grad_hook") && msg.contains("not a leaf"),
+        "{msg}"
+    );
+}

@@ -326,6 +326,14 @@ impl<T: Float> Frontier<T> {
         }
     }
 
+    /// The id of the node that runs next, if any.
+    fn newest_id(&self) -> Option<u64> {
+        match &self.solo {
+            Some((n, _)) => Some(n.id),
+            None => self.order.peek().copied(),
+        }
+    }
+
     /// The newest pending node and its gradient.
     fn pop_newest(&mut self) -> Option<(Arc<Node<T>>, Tensor<T>)> {
         let (node, grad) = match self.solo.take() {
@@ -378,9 +386,14 @@ fn run<T: Float>(
     // need not run.
     let needed = targets.map(|_| needed_nodes(roots, &node_targets, &leaf_targets));
 
-    // Leaves with hooks get their gradient summed over the whole backward
-    // first, then hooked, then delivered (PyTorch's AccumulateGrad).
+    // Leaves with hooks get their gradient summed over the backward first,
+    // then hooked, then delivered, as soon as every node that uses them has
+    // run (PyTorch's AccumulateGrad): so that a hook can start work on a
+    // gradient (an all-reduce) while the rest of backward runs.
     let mut hooked = HookedLeaves::default();
+    if any_watched() {
+        hooked.last_use = last_uses(roots);
+    }
     let mut frontier = Frontier::default();
     for (root, seed) in roots.iter().zip(seeds) {
         match &root.inner.node {
@@ -392,7 +405,11 @@ fn run<T: Float>(
             }
         }
     }
-    while let Some((node, grad)) = frontier.pop_newest() {
+    loop {
+        hooked.deliver_complete(frontier.newest_id(), create_graph, &leaf_targets, &mut results);
+        let Some((node, grad)) = frontier.pop_newest() else {
+            break;
+        };
         let id = node.id;
         let grad = match any_watched() {
             true => node_hooks(&node, grad, create_graph),
@@ -439,10 +456,6 @@ fn run<T: Float>(
             }
         }
     }
-    for (leaf, g) in hooked.leaves {
-        let g = Tensor { inner: leaf.clone() }.run_hooks(g.expect("summed"), create_graph);
-        deliver_to_leaf(&leaf, g, create_graph, &leaf_targets, &mut results);
-    }
     results
 }
 
@@ -454,12 +467,28 @@ fn node_hooks<T: Float>(node: &Node<T>, grad: Tensor<T>, create_graph: bool) -> 
     }
 }
 
-/// The gradients of hooked leaves, summed over one backward, in the order
-/// they were first reached.
-#[derive(Default)]
+/// The gradients of hooked leaves, summed over one backward until every
+/// node that uses them has run.
 struct HookedLeaves<T: Float> {
+    /// By leaf address: the id of the oldest node that uses it, the last
+    /// to run (filled only while some tensor is watched).
+    last_use: KeyMap<usize, u64>,
     index: KeyMap<usize, usize>,
-    leaves: Vec<HookedLeaf<T>>,
+    /// Taken (`None`) once delivered.
+    leaves: Vec<Option<HookedLeaf<T>>>,
+    /// The leaves not yet delivered, by last use, latest first.
+    waiting: BinaryHeap<(u64, usize)>,
+}
+
+impl<T: Float> Default for HookedLeaves<T> {
+    fn default() -> Self {
+        HookedLeaves {
+            last_use: KeyMap::default(),
+            index: KeyMap::default(),
+            leaves: Vec::new(),
+            waiting: BinaryHeap::new(),
+        }
+    }
 }
 
 /// A hooked leaf and its gradient so far.
@@ -471,14 +500,84 @@ impl<T: Float> HookedLeaves<T> {
         if !(any_watched() && (Tensor { inner: leaf.clone() }).is_watched()) {
             return Some(g);
         }
+        let key = Arc::as_ptr(leaf) as usize;
         let next = self.leaves.len();
-        let i = *self.index.entry(Arc::as_ptr(leaf) as usize).or_insert(next);
+        let i = *self.index.entry(key).or_insert(next);
         if i == next {
-            self.leaves.push((leaf.clone(), None));
+            self.leaves.push(Some((leaf.clone(), None)));
+            // Unknown (the leaf became watched during this backward):
+            // delivered when the walk ends.
+            let last = self.last_use.get(&key).copied().unwrap_or(0);
+            self.waiting.push((last, i));
         }
-        accumulate(&mut self.leaves[i].1, g, create_graph);
+        let (_, sum) = self.leaves[i]
+            .as_mut()
+            .expect("a leaf is reached before it is delivered");
+        accumulate(sum, g, create_graph);
         None
     }
+
+    /// Hooks and delivers the leaves whose every user has run, given the
+    /// id of the node that runs next (`None`: the walk is over). Nodes run
+    /// newest first and send gradient only to older nodes, so a leaf whose
+    /// oldest user is newer than the next node gets no more gradient.
+    fn deliver_complete(
+        &mut self,
+        next: Option<u64>,
+        create_graph: bool,
+        leaf_targets: &KeyMap<usize, Vec<usize>>,
+        results: &mut Option<Vec<Option<Tensor<T>>>>,
+    ) {
+        while let Some(&(last, i)) = self.waiting.peek() {
+            if next.is_some_and(|n| last <= n) {
+                break;
+            }
+            self.waiting.pop();
+            let (leaf, sum) = self.leaves[i].take().expect("delivered once");
+            let tensor = Tensor { inner: leaf };
+            let g = tensor.run_hooks(sum.expect("summed"), create_graph);
+            deliver_to_leaf(&tensor.inner, g, create_graph, leaf_targets, results);
+            if results.is_none() {
+                tensor.run_post_accumulate_hooks();
+            }
+        }
+    }
+}
+
+/// For each leaf reachable from `roots`, the id of the oldest node that
+/// uses it.
+fn last_uses<T: Float>(roots: &[Tensor<T>]) -> KeyMap<usize, u64> {
+    let mut last = KeyMap::default();
+    for node in reachable(roots).into_values() {
+        for edge in &node.edges {
+            if let Edge::Leaf(leaf) = edge {
+                let at = last.entry(leaf.as_ptr() as usize).or_insert(node.id);
+                *at = (*at).min(node.id);
+            }
+        }
+    }
+    last
+}
+
+/// Every node reachable from `roots`, by id (an explicit stack, no
+/// recursion).
+fn reachable<T: Float>(roots: &[Tensor<T>]) -> KeyMap<u64, Arc<Node<T>>> {
+    let mut seen: KeyMap<u64, Arc<Node<T>>> = KeyMap::default();
+    let mut stack: Vec<Arc<Node<T>>> = roots.iter().filter_map(|r| r.inner.node.clone()).collect();
+    while let Some(node) = stack.pop() {
+        if seen.contains_key(&node.id) {
+            continue;
+        }
+        for edge in &node.edges {
+            if let Edge::Node(child) = edge {
+                if !seen.contains_key(&child.id) {
+                    stack.push(child.clone());
+                }
+            }
+        }
+        seen.insert(node.id, node);
+    }
+    seen
 }
 
 /// Panics, as PyTorch's anomaly mode, if a node's rule produced NaN:
@@ -515,24 +614,9 @@ fn needed_nodes<T: Float>(
     node_targets: &KeyMap<u64, Vec<usize>>,
     leaf_targets: &KeyMap<usize, Vec<usize>>,
 ) -> KeySet<u64> {
-    // Every node reachable from the roots (explicit stack, no recursion)...
-    let mut seen: KeyMap<u64, Arc<Node<T>>> = KeyMap::default();
-    let mut stack: Vec<Arc<Node<T>>> = roots.iter().filter_map(|r| r.inner.node.clone()).collect();
-    while let Some(node) = stack.pop() {
-        if seen.contains_key(&node.id) {
-            continue;
-        }
-        for edge in &node.edges {
-            if let Edge::Node(child) = edge {
-                if !seen.contains_key(&child.id) {
-                    stack.push(child.clone());
-                }
-            }
-        }
-        seen.insert(node.id, node);
-    }
-    // ...decided in creation order, so that a node's inputs come first.
-    let mut nodes: Vec<Arc<Node<T>>> = seen.into_values().collect();
+    // Every node reachable from the roots, decided in creation order, so
+    // that a node's inputs come first.
+    let mut nodes: Vec<Arc<Node<T>>> = reachable(roots).into_values().collect();
     nodes.sort_unstable_by_key(|n| n.id);
     let mut needed = KeySet::default();
     for node in &nodes {

@@ -19,18 +19,24 @@ use std::sync::{Arc, Mutex, Weak};
 /// A backward hook on a tensor (see [`Tensor::register_hook`]).
 type Hook<T> = Arc<dyn Fn(&Tensor<T>) -> Option<Tensor<T>> + Send + Sync>;
 
+/// A hook run after a leaf's gradient is accumulated (see
+/// [`Tensor::register_post_accumulate_grad_hook`]).
+type PostHook<T> = Arc<dyn Fn(&Tensor<T>) + Send + Sync>;
+
 /// What a tensor has of these.
 struct Extras<T: Float> {
     owner: Weak<TensorImpl<T>>,
     name: Option<String>,
     /// By registration id, in registration order.
     hooks: Vec<(u64, Hook<T>)>,
+    /// Likewise, run after accumulation (leaves only).
+    post_hooks: Vec<(u64, PostHook<T>)>,
     retains_grad: bool,
 }
 
 impl<T: Float> Extras<T> {
     fn watched(&self) -> bool {
-        !self.hooks.is_empty() || self.retains_grad
+        !self.hooks.is_empty() || !self.post_hooks.is_empty() || self.retains_grad
     }
 }
 
@@ -119,6 +125,7 @@ fn with_extras<T: Float, R>(t: &Tensor<T>, f: impl FnOnce(&mut Extras<T>) -> R) 
             owner: Arc::downgrade(&t.inner),
             name: None,
             hooks: Vec::new(),
+            post_hooks: Vec::new(),
             retains_grad: false,
         };
         (node, Box::new(extras))
@@ -206,13 +213,70 @@ impl<T: Float> Tensor<T> {
         );
         let id = NEXT_HOOK.fetch_add(1, Ordering::Relaxed);
         with_extras(self, |e| e.hooks.push((id, Arc::new(hook))));
+        self.handle(id)
+    }
+
+    /// Registers `hook`, called with this leaf once its gradient from a
+    /// backward has been added to `.grad` (read it with
+    /// [`grad`](Tensor::grad)); it runs as soon as every op that uses the
+    /// leaf has sent its gradient, while the rest of backward still runs
+    /// (PyTorch's `register_post_accumulate_grad_hook`). It does not run
+    /// for [`grad`](crate::grad), which leaves `.grad` alone. This is where
+    /// data-parallel training starts averaging a gradient across workers.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tapegrad::Tensor;
+    /// let w = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).set_requires_grad(true);
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let _handle = w.register_post_accumulate_grad_hook(move |w| {
+    ///     log.lock().unwrap().push(w.grad().unwrap().to_vec());
+    /// });
+    /// (&w * 3.0 + &w * 4.0).sum().backward(); // two uses: one call, after both
+    /// assert_eq!(*seen.lock().unwrap(), [vec![7.0, 7.0]]);
+    /// ```
+    ///
+    /// **Panics** if the tensor is not a leaf that requires grad (only those
+    /// accumulate a gradient).
+    pub fn register_post_accumulate_grad_hook(
+        &self,
+        hook: impl Fn(&Tensor<T>) + Send + Sync + 'static,
+    ) -> HookHandle {
+        assert!(
+            self.is_leaf() && self.requires_grad(),
+            "register_post_accumulate_grad_hook: the tensor (shape {:?}) is not a leaf that requires \
+             grad, so nothing is accumulated into its .grad (register_hook sees a non-leaf's gradient)",
+            self.shape()
+        );
+        let id = NEXT_HOOK.fetch_add(1, Ordering::Relaxed);
+        with_extras(self, |e| e.post_hooks.push((id, Arc::new(hook))));
+        self.handle(id)
+    }
+
+    /// The handle that takes hook `id` off this tensor.
+    fn handle(&self, id: u64) -> HookHandle {
         let owner = Arc::downgrade(&self.inner);
         HookHandle {
             remove: Box::new(move || {
                 if let Some(inner) = owner.upgrade() {
-                    with_extras(&Tensor { inner }, |e| e.hooks.retain(|(h, _)| *h != id));
+                    with_extras(&Tensor { inner }, |e| {
+                        e.hooks.retain(|(h, _)| *h != id);
+                        e.post_hooks.retain(|(h, _)| *h != id);
+                    });
                 }
             }),
+        }
+    }
+
+    /// Runs this leaf's post-accumulate hooks, in registration order.
+    pub(crate) fn run_post_accumulate_hooks(&self) {
+        // Taken out of the registry first: a hook may use it.
+        let hooks = read_extras(self, |e| {
+            e.post_hooks.iter().map(|(_, h)| h.clone()).collect::<Vec<_>>()
+        });
+        for hook in hooks.into_iter().flatten() {
+            hook(self);
         }
     }
 
@@ -283,7 +347,8 @@ impl<T: Float> Tensor<T> {
     }
 }
 
-/// What [`Tensor::register_hook`] returns: [`remove`](HookHandle::remove)
+/// What [`Tensor::register_hook`] and
+/// [`Tensor::register_post_accumulate_grad_hook`] return: [`remove`](HookHandle::remove)
 /// takes the hook off. Dropping the handle keeps the hook (as PyTorch's).
 ///
 /// ```
