@@ -33,6 +33,7 @@
 mod autograd;
 mod checkpoint;
 pub mod data;
+pub mod distributed;
 mod error;
 mod float;
 mod gradcheck;
