@@ -11,31 +11,12 @@
 mod common;
 
 use common::digits_cnn::digits_cnn;
-use common::{accuracy, output_path, plot_losses, progress, short_mode, subset, train_epoch};
-use flate2::read::GzDecoder;
+use common::{accuracy, load_digits, output_path, plot_losses, progress, short_mode, subset, train_epoch};
 use std::error::Error;
-use std::io::Read;
 use tapegrad::data::Batches;
 use tapegrad::nn::{load_safetensors, save_safetensors, Linear, Module, ReLU, Sequential};
 use tapegrad::optim::Adam;
 use tapegrad::Tensor;
-
-/// The images as rows `[n, 64]` scaled to [0, 1], and their digits.
-fn load_digits() -> Result<(Tensor<f32>, Vec<usize>), Box<dyn Error>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/digits.csv.gz");
-    let mut text = String::new();
-    GzDecoder::new(std::fs::File::open(path)?).read_to_string(&mut text)?;
-    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
-    for (line_no, line) in text.lines().enumerate() {
-        let fields: Vec<f32> = line.split(',').map(str::parse).collect::<Result<_, _>>()?;
-        if fields.len() != 65 {
-            return Err(format!("{path}:{}: {} fields, expected 65", line_no + 1, fields.len()).into());
-        }
-        pixels.extend(fields[..64].iter().map(|p| p / 16.0));
-        labels.push(fields[64] as usize);
-    }
-    Ok((Tensor::from_vec(pixels, &[labels.len(), 64]), labels))
-}
 
 /// Linear 64→128, ReLU, Linear 128→10.
 fn new_mlp() -> Sequential {

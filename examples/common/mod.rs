@@ -1,13 +1,15 @@
-//! What the training examples share: the short mode for CI, one epoch of
-//! minibatch training, accuracy, the progress bar, the loss plot, and the
-//! digits CNN.
+//! What the training examples share: the short mode for CI, the digits
+//! data, one epoch of minibatch training, accuracy, the progress bar, the
+//! loss plot, and the digits CNN.
 
 // Each example is its own crate and uses only part of this module.
 #![allow(dead_code)]
 
+use flate2::read::GzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use std::error::Error;
+use std::io::Read;
 use std::path::PathBuf;
 use tapegrad::data::Batches;
 use tapegrad::nn::Module;
@@ -28,6 +30,24 @@ pub fn output_path(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
     std::fs::create_dir_all(&dir).expect("create target/");
     dir.join(name)
+}
+
+/// The UCI digits (`examples/data/digits.csv.gz`): the images as rows
+/// `[n, 64]` scaled to [0, 1], and their digits.
+pub fn load_digits() -> Result<(Tensor<f32>, Vec<usize>), Box<dyn Error>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/digits.csv.gz");
+    let mut text = String::new();
+    GzDecoder::new(std::fs::File::open(path)?).read_to_string(&mut text)?;
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    for (line_no, line) in text.lines().enumerate() {
+        let fields: Vec<f32> = line.split(',').map(str::parse).collect::<Result<_, _>>()?;
+        if fields.len() != 65 {
+            return Err(format!("{path}:{}: {} fields, expected 65", line_no + 1, fields.len()).into());
+        }
+        pixels.extend(fields[..64].iter().map(|p| p / 16.0));
+        labels.push(fields[64] as usize);
+    }
+    Ok((Tensor::from_vec(pixels, &[labels.len(), 64]), labels))
 }
 
 /// The rows `idx` of a data set: those rows of `x` and their labels.

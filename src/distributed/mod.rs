@@ -190,3 +190,36 @@ impl fmt::Display for CommError {
 }
 
 impl std::error::Error for CommError {}
+
+/// A shared group is a group: several wrapped modules (or a module and
+/// the caller's own collectives) can use one.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::distributed::{DistributedDataParallel, ProcessGroup, ThreadGroup};
+/// use tapegrad::nn::Linear;
+/// let group = Arc::new(ThreadGroup::new(1).pop().unwrap());
+/// let encoder = DistributedDataParallel::new(Linear::<f32>::new(4, 2), group.clone());
+/// let decoder = DistributedDataParallel::new(Linear::<f32>::new(2, 4), group.clone());
+/// assert_eq!(group.world_size(), 1);
+/// ```
+impl<G: ProcessGroup + ?Sized> ProcessGroup for std::sync::Arc<G> {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+    fn world_size(&self) -> usize {
+        (**self).world_size()
+    }
+    fn all_reduce_sum(&self, buf: Elements<'_>) -> Result<(), CommError> {
+        (**self).all_reduce_sum(buf)
+    }
+    fn broadcast(&self, buf: Elements<'_>, root: usize) -> Result<(), CommError> {
+        (**self).broadcast(buf, root)
+    }
+    fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CommError> {
+        (**self).all_gather_bytes(bytes)
+    }
+    fn fail(&self, reason: &str) {
+        (**self).fail(reason)
+    }
+}
