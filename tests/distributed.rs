@@ -345,3 +345,50 @@ fn a_zero_sized_group_is_refused() {
     });
     assert!(msg.contains("at least one rank"), "{msg}");
 }
+
+#[test]
+fn no_sync_accumulates_locally_and_the_next_backward_averages_the_sums() {
+    // Same as accumulating over two backwards, communicating once.
+    let (x, y) = ddp_case::batch();
+    let expected = {
+        let m = ddp_case::model();
+        ddp_case::set_fixed(&m);
+        for half in 0..2 {
+            let rows = |t: &Tensor<f64>| t.narrow(0, half * 12, 12);
+            m.forward(&rows(&x)).mse_loss(&rows(&y)).backward();
+        }
+        m.parameters()
+            .iter()
+            .map(|p| p.grad().unwrap().to_vec())
+            .collect::<Vec<_>>()
+    };
+    let ranks = on_threads(2, move |g| {
+        let rank = g.rank();
+        let m = ddp_case::model();
+        if rank == 0 {
+            ddp_case::set_fixed(&m);
+        }
+        let ddp = DistributedDataParallel::new(m, g);
+        let (x, y) = ddp_case::batch();
+        let rows = |half: usize, t: &Tensor<f64>| t.narrow(0, half * 12 + rank * 6, 6);
+        ddp.no_sync(|| ddp.forward(&rows(0, &x)).mse_loss(&rows(0, &y)).backward());
+        let local = ddp.parameters()[0].grad().unwrap().to_vec();
+        ddp.forward(&rows(1, &x)).mse_loss(&rows(1, &y)).backward();
+        let grads = ddp
+            .parameters()
+            .iter()
+            .map(|p| p.grad().unwrap().to_vec())
+            .collect::<Vec<_>>();
+        (local, grads, ddp.stats().backwards)
+    });
+    let ranks: Vec<_> = ranks.into_iter().map(Result::unwrap).collect();
+    assert_ne!(
+        ranks[0].0, ranks[1].0,
+        "inside no_sync each rank keeps its own gradient"
+    );
+    for (_, grads, backwards) in ranks {
+        assert_eq!(backwards, 1);
+        let d = max_diff(&grads, &expected);
+        assert!(d < 1e-12, "no_sync: {d:e}");
+    }
+}

@@ -18,6 +18,7 @@ use crate::sync::lock;
 use crate::{is_grad_enabled, no_grad, HookHandle, Tensor};
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -103,6 +104,8 @@ pub struct DistributedDataParallel<M, G: ProcessGroup> {
 /// The reducer, whatever its element type.
 trait Averaging: Send + Sync {
     fn stats(&self) -> DdpStats;
+    /// Turns the averaging off (`true`) or on; returns the previous state.
+    fn set_paused(&self, paused: bool) -> bool;
     /// Stops the communication thread (once its queue is done).
     fn shutdown(&self);
 }
@@ -200,6 +203,32 @@ impl<M, G: ProcessGroup + 'static> DistributedDataParallel<M, G> {
     /// What the averaging did so far.
     pub fn stats(&self) -> DdpStats {
         self.reducer.stats()
+    }
+
+    /// Runs `f` with the averaging off (PyTorch's `no_sync`): backwards in
+    /// `f` only accumulate this rank's gradients, and the first backward
+    /// after it averages the accumulated sums. Gradient accumulation over
+    /// several micro-batches then communicates once per optimizer step.
+    ///
+    /// ```
+    /// use tapegrad::distributed::{DistributedDataParallel, ThreadGroup};
+    /// use tapegrad::nn::{Linear, Module};
+    /// use tapegrad::Tensor;
+    /// let ddp = DistributedDataParallel::new(Linear::<f32>::new(4, 1), ThreadGroup::new(1).pop().unwrap());
+    /// let x = Tensor::ones(&[2, 4]);
+    /// ddp.no_sync(|| ddp.forward(&x).sum().backward()); // accumulated, not averaged
+    /// ddp.forward(&x).sum().backward(); // averages both
+    /// assert_eq!(ddp.stats().backwards, 1);
+    /// ```
+    pub fn no_sync<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Resume<'a>(&'a dyn Averaging, bool);
+        impl Drop for Resume<'_> {
+            fn drop(&mut self) {
+                self.0.set_paused(self.1);
+            }
+        }
+        let _resume = Resume(&*self.reducer, self.reducer.set_paused(true));
+        f()
     }
 }
 
@@ -378,6 +407,8 @@ struct Reducer<T: Element> {
     done: Condvar,
     jobs: Mutex<Option<Sender<Job<T>>>>,
     stats: Mutex<DdpStats>,
+    /// Inside `no_sync`.
+    paused: AtomicBool,
 }
 
 /// A bucket sent to the communication thread.
@@ -442,11 +473,15 @@ impl<T: Element> Reducer<T> {
             done: Condvar::new(),
             jobs: Mutex::new(Some(jobs)),
             stats: Mutex::new(DdpStats::default()),
+            paused: AtomicBool::new(false),
         }
     }
 
     /// Parameter `i` has its gradient for this backward (its hook).
     fn ready(self: &Arc<Self>, i: usize, p: &Tensor<T>) {
+        if self.paused.load(Ordering::Relaxed) {
+            return;
+        }
         let mut step = lock(&self.step);
         if !step.running {
             self.begin(&mut step);
@@ -572,6 +607,10 @@ fn wait<'a, U>(cv: &Condvar, guard: MutexGuard<'a, U>) -> MutexGuard<'a, U> {
 impl<T: Element> Averaging for Reducer<T> {
     fn stats(&self) -> DdpStats {
         lock(&self.stats).clone()
+    }
+
+    fn set_paused(&self, paused: bool) -> bool {
+        self.paused.swap(paused, Ordering::Relaxed)
     }
 
     fn shutdown(&self) {
