@@ -286,7 +286,7 @@ fn a_rank_that_panics_makes_the_others_fail_naming_it() {
     for r in &ranks[..2] {
         let msg = message(r);
         assert!(
-            msg.contains("averaging gradients") && msg.contains("rank 2 panicked"),
+            msg.contains("averaging gradients") && msg.contains("rank 2 failed: it panicked"),
             "{msg}"
         );
     }

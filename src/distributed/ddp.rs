@@ -271,7 +271,7 @@ impl<M, G: ProcessGroup> Drop for DistributedDataParallel<M, G> {
         if std::thread::panicking() {
             // Before joining: the communication thread may wait for the
             // other ranks, who may wait for this one.
-            self.group.fail(&format!("rank {} panicked", self.group.rank()));
+            self.group.fail("it panicked");
         }
         for hook in self.hooks.drain(..) {
             hook.remove();
@@ -555,8 +555,7 @@ impl<T: Element> Reducer<T> {
             // This backward panicked: the other ranks would wait for
             // buckets this one will not send. Results of this backward
             // that arrive later are ignored (they carry its number).
-            self.group
-                .fail(&format!("a backward panicked on rank {}", self.group.rank()));
+            self.group.fail("a backward panicked there");
             return;
         }
         for i in 0..self.params.len() {
