@@ -1,6 +1,7 @@
 //! Data-parallel training speed: images per second of the digits CNN
 //! (`examples/common/digits_cnn.rs`, Adam, batch 64 per replica) with one
-//! replica (plain training, no DDP) and with 2 thread replicas under
+//! replica (plain training, no DDP; and alone under DDP, to see its
+//! overhead) and with 2 thread replicas under
 //! `DistributedDataParallel`, every replica single-threaded
 //! (`TAPEGRAD_NUM_THREADS=1`); with `--torch PYTHON`, PyTorch's DDP over
 //! gloo on 2 processes (`benches/pytorch_ddp.py`) in the same rounds.
@@ -78,9 +79,13 @@ fn train(model: &dyn Module<f32>, steps: usize, start: &Barrier) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Images per second of one plain replica.
+/// Images per second of one plain replica, on a thread of its own as the
+/// replicas are (glibc's allocator serves the main thread from another
+/// arena, which alone changes the speed of this loop by a third).
 fn one_replica(steps: usize) -> f64 {
-    let seconds = train(&digits_cnn(), steps, &Barrier::new(1));
+    let seconds = std::thread::spawn(move || train(&digits_cnn(), steps, &Barrier::new(1)))
+        .join()
+        .expect("the replica");
     (BATCH * steps) as f64 / seconds
 }
 
@@ -130,9 +135,10 @@ fn main() {
     // Each replica single-threaded (read when the first kernel runs).
     std::env::set_var("TAPEGRAD_NUM_THREADS", "1");
     let a = args();
-    let (mut one, mut two, mut overlap, mut pt) = (vec![], vec![], vec![], vec![]);
+    let (mut one, mut one_ddp, mut two, mut overlap, mut pt) = (vec![], vec![], vec![], vec![], vec![]);
     for round in 0..a.rounds {
         one.push(one_replica(a.steps));
+        one_ddp.push(replicas(1, a.steps, &a.options).0);
         let (ips, hidden) = replicas(2, a.steps, &a.options);
         two.push(ips);
         overlap.push(hidden);
@@ -140,14 +146,16 @@ fn main() {
             pt.push(torch(python, a.steps));
         }
         eprintln!(
-            "round {round}: 1 replica {:.0}, 2 replicas {:.0}, PyTorch DDP {} images/s",
+            "round {round}: 1 replica {:.0} (under DDP {:.0}), 2 replicas {:.0}, PyTorch DDP {} images/s",
             one[round],
+            one_ddp[round],
             two[round],
             pt.get(round).map_or("-".to_string(), |v| format!("{v:.0}"))
         );
     }
     let (one, two) = (median(one), median(two));
     report("ddp", "images_per_second_1_replica", one);
+    report("ddp", "images_per_second_1_replica_under_ddp", median(one_ddp));
     report("ddp", "images_per_second_2_replicas", two);
     report("ddp", "speedup_2_over_1", two / one);
     report("ddp", "allreduce_hidden_share", median(overlap));
