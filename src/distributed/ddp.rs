@@ -89,7 +89,9 @@ impl DdpStats {
 /// at their next averaging, naming it.
 ///
 /// A parameter that gets no gradient in a backward is averaged with its
-/// `.grad` as it is (zeros if it has none). Gradients accumulate across
+/// `.grad` as it is (zeros if it has none). Averaging happens in
+/// `backward` (and its forms), which fill `.grad`; [`crate::grad`], which
+/// leaves `.grad` alone, averages nothing. Gradients accumulate across
 /// backwards as usual: each backward averages the accumulated `.grad`.
 /// See the module docs for an example, and `docs/distributed.md`.
 pub struct DistributedDataParallel<M, G: ProcessGroup> {
