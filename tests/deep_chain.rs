@@ -1,13 +1,21 @@
 //! A chain of a million ops must run forward, backward and drop on a 2 MiB
 //! stack (nothing recurses over the graph), and give the right gradient.
+//! A stack overflow aborts the process, so each test runs in a child
+//! process of its own: an overflow fails that test, not the whole run.
 
+mod common;
+
+use common::in_child_process;
+use std::time::Duration;
 use tapegrad::prelude::*;
 
 const N: usize = 1_000_000;
 const STACK: usize = 2 * 1024 * 1024;
+/// A child still running after this is taken to hang.
+const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs `f` on a fresh thread with a 2 MiB stack; a stack overflow there
-/// aborts the test process, a panic fails the test.
+/// aborts the (child) process, a panic fails the test.
 fn on_small_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     std::thread::Builder::new()
         .name("small-stack".into())
@@ -20,6 +28,14 @@ fn on_small_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
 
 #[test]
 fn million_op_chain_forward_backward_and_drop_on_a_2mib_stack() {
+    in_child_process(
+        "million_op_chain_forward_backward_and_drop_on_a_2mib_stack",
+        TIMEOUT,
+        million_op_chain_forward_backward_and_drop_on_a_2mib_stack_in_child,
+    );
+}
+
+fn million_op_chain_forward_backward_and_drop_on_a_2mib_stack_in_child() {
     // y = x · m^N with m = 1.000001 (rounded to f32), x = 1: dy/dx = m^N.
     // In exact arithmetic both are m^N (closed form, ≈ e^0.9537 ≈ 2.595). In
     // f32 each of the N products rounds, and the roundings are biased (the
@@ -63,6 +79,14 @@ fn million_op_chain_forward_backward_and_drop_on_a_2mib_stack() {
 
 #[test]
 fn million_op_chain_dropped_without_backward_on_a_2mib_stack() {
+    in_child_process(
+        "million_op_chain_dropped_without_backward_on_a_2mib_stack",
+        TIMEOUT,
+        million_op_chain_dropped_without_backward_on_a_2mib_stack_in_child,
+    );
+}
+
+fn million_op_chain_dropped_without_backward_on_a_2mib_stack_in_child() {
     // no backward ran, so every node still holds its edges (and its saved
     // values: mul by a tensor saves the other operand); dropping the last
     // handle must unlink them without recursion.
@@ -82,6 +106,14 @@ fn million_op_chain_dropped_without_backward_on_a_2mib_stack() {
 
 #[test]
 fn million_op_chain_with_grad_on_a_2mib_stack() {
+    in_child_process(
+        "million_op_chain_with_grad_on_a_2mib_stack",
+        TIMEOUT,
+        million_op_chain_with_grad_on_a_2mib_stack_in_child,
+    );
+}
+
+fn million_op_chain_with_grad_on_a_2mib_stack_in_child() {
     // tapegrad::grad walks the same graph: dy/dx for y = x + N · 1e-6 is 1,
     // so any dropped or doubled path shows
     let g = on_small_stack(|| {

@@ -829,8 +829,10 @@ proptest! {
         prop_assert!(all(grad_of(x.relu()), 0.0), "relu'(0) = 0");
         prop_assert!(all(grad_of(x.abs()), 0.0), "abs'(0) = 0");
         prop_assert!(all(grad_of(x.leaky_relu(0.1)), 0.1), "leaky_relu'(0) = slope");
-        prop_assert!(all(grad_of(x.clamp(0.0, 1.0)), 1.0), "clamp' = 1 at the lower bound");
-        prop_assert!(all(grad_of(x.clamp(-1.0, 0.0)), 1.0), "clamp' = 1 at the upper bound");
+        // PyTorch 2.15's clamp with scalar bounds (and hardtanh) passes no
+        // gradient at a bound (tests/ref/nonfinite_ref.txt, case nf_clamp)
+        prop_assert!(all(grad_of(x.clamp(0.0, 1.0)), 0.0), "clamp' = 0 at the lower bound");
+        prop_assert!(all(grad_of(x.clamp(-1.0, 0.0)), 0.0), "clamp' = 0 at the upper bound");
         prop_assert!(all(grad_of(x.maximum(&x.detach())), 0.5), "maximum' = 1/2 at ties");
         prop_assert!(all(grad_of(x.minimum(&x.detach())), 0.5), "minimum' = 1/2 at ties");
     }

@@ -1,15 +1,17 @@
 //! Every op against reference values computed by PyTorch (float64).
 //!
 //! `tests/ref/ops_ref.txt` (the ops), `tests/ref/nn_ref.txt` (the nn ops
-//! and layers) and `tests/ref/attention_ref.txt` (attention and its
-//! modules) hold, for each named case, the inputs, an upstream gradient,
+//! and layers), `tests/ref/attention_ref.txt` (attention and its
+//! modules) and `tests/ref/nonfinite_ref.txt` (every op on NaN, ±inf and
+//! -0.0) hold, for each named case, the inputs, an upstream gradient,
 //! and PyTorch's output and input gradients; they were written by
 //! `tests/ref/make_ref.py` (see `tests/ref/README.md`). Here each
 //! case runs through the tapegrad op of the same name (the table in [`run`]),
 //! `backward_with` the upstream gradient, and the output and every input's
 //! `.grad()` must match: within `1e-9 * max(1, |ref|)` in f64 and
 //! `1e-4 * max(1, |ref|)` in f32. The inputs are f32-representable, so both
-//! runs see the very same numbers.
+//! runs see the very same numbers. Where PyTorch gives NaN ours must be NaN,
+//! and where it gives an infinity ours must be the same infinity.
 //!
 //! Integer arguments (dims, targets, indices) are not in the data file: they
 //! are written in the table below, mirroring the Python cases.
@@ -28,6 +30,7 @@ use tapegrad::prelude::*;
 const REFERENCE: &str = include_str!("ref/ops_ref.txt");
 const NN_REFERENCE: &str = include_str!("ref/nn_ref.txt");
 const ATTENTION_REFERENCE: &str = include_str!("ref/attention_ref.txt");
+const NONFINITE_REFERENCE: &str = include_str!("ref/nonfinite_ref.txt");
 
 const TOL_F64: f64 = 1e-9;
 const TOL_F32: f64 = 1e-4;
@@ -183,6 +186,13 @@ fn cases() -> Vec<Case> {
         attention.len()
     );
     cases.extend(attention);
+    let nonfinite = parse(NONFINITE_REFERENCE);
+    assert!(
+        nonfinite.len() >= 80,
+        "only {} cases in nonfinite_ref.txt",
+        nonfinite.len()
+    );
+    cases.extend(nonfinite);
     cases
 }
 
@@ -505,6 +515,86 @@ op_table! { x, s;
     "mha_causal_tiled" => mha(x, 4, 2, true, AttentionKernel::Tiled { block: 2 }),
     "transformer_block" => block(x, 4, 2, 8, false),
     "transformer_block_causal" => block(x, 4, 1, 6, true),
+    // non-finite values (nonfinite_ref.txt): arguments as in make_ref.py
+    "nf_add" | "nf_add_broadcast" => &x[0] + &x[1],
+    "nf_sub" => &x[0] - &x[1],
+    "nf_mul" | "nf_mul_broadcast" => &x[0] * &x[1],
+    "nf_div" => &x[0] / &x[1],
+    "nf_pow" => x[0].pow(&x[1]),
+    "nf_maximum" => x[0].maximum(&x[1]),
+    "nf_minimum" => x[0].minimum(&x[1]),
+    "nf_add_scalar" => &x[0] + s(2.5),
+    "nf_sub_scalar" => &x[0] - s(2.5),
+    "nf_mul_scalar" => &x[0] * s(2.5),
+    "nf_div_scalar" => &x[0] / s(2.5),
+    "nf_scalar_sub" => T::rsub(2.5, &x[0]),
+    "nf_scalar_div" => T::rdiv(2.5, &x[0]),
+    "nf_mul_zero_scalar" | "nf_mul_zero_scalar_nan_upstream" => &x[0] * s(0.0),
+    "nf_neg" => -&x[0],
+    "nf_exp" => x[0].exp(),
+    "nf_ln" => x[0].ln(),
+    "nf_log1p" => x[0].log1p(),
+    "nf_sqrt" => x[0].sqrt(),
+    "nf_abs" | "nf_abs_nan_upstream" => x[0].abs(),
+    "nf_sin" => x[0].sin(),
+    "nf_cos" => x[0].cos(),
+    "nf_tanh" => x[0].tanh(),
+    "nf_sigmoid" => x[0].sigmoid(),
+    "nf_relu" | "nf_relu_nan_upstream" => x[0].relu(),
+    "nf_leaky_relu" | "nf_leaky_relu_nan_upstream" => x[0].leaky_relu(s(0.1)),
+    "nf_clamp" | "nf_clamp_nan_upstream" => x[0].clamp(s(-1.0), s(0.5)),
+    "nf_powf_2" => x[0].powf(s(2.0)),
+    "nf_powf_3" => x[0].powf(s(3.0)),
+    "nf_powf_half" => x[0].powf(s(0.5)),
+    "nf_powf_neg" => x[0].powf(s(-1.5)),
+    "nf_powf_neg_int" => x[0].powf(s(-2.0)),
+    "nf_powf_frac" => x[0].powf(s(2.7)),
+    "nf_powf_zero" => x[0].powf(s(0.0)),
+    "nf_powf_one" => x[0].powf(s(1.0)),
+    "nf_erf" => x[0].erf(),
+    "nf_gelu" => x[0].gelu(),
+    "nf_softplus" | "nf_softplus_nan_upstream" => x[0].softplus(),
+    "nf_dropout_eval" => x[0].dropout(s(0.5), false),
+    "nf_dropout_p0" => x[0].dropout(s(0.0), true),
+    "nf_matmul" | "nf_matmul_1d" => x[0].matmul(&x[1]),
+    "nf_sum" => x[0].sum(),
+    "nf_mean" => x[0].mean(),
+    "nf_sum_dim0" => x[0].sum_dim(0, false),
+    "nf_sum_dim1" => x[0].sum_dim(1, false),
+    "nf_mean_dim0" => x[0].mean_dim(0, false),
+    "nf_mean_dim1" => x[0].mean_dim(1, false),
+    "nf_var_dim0" => x[0].var_dim(0, false),
+    "nf_var_dim1" => x[0].var_dim(1, false),
+    "nf_logsumexp_dim0" => x[0].logsumexp_dim(0, false),
+    "nf_logsumexp_dim1" => x[0].logsumexp_dim(1, false),
+    "nf_softmax_dim0" => x[0].softmax(0),
+    "nf_softmax_dim1" => x[0].softmax(1),
+    "nf_log_softmax_dim0" => x[0].log_softmax(0),
+    "nf_log_softmax_dim1" => x[0].log_softmax(1),
+    "nf_max_dim1" => x[0].max_dim(1, false),
+    "nf_min_dim1" => x[0].min_dim(1, false),
+    "nf_max_dim_with_indices" => {
+        let (values, index) = x[0].max_dim_with_indices(1, true);
+        values + x[0].gather(1, &index)
+    },
+    "nf_argmax_dim" => x[0].gather(1, &x[0].argmax_dim(1, true)),
+    "nf_cross_entropy" => x[0].cross_entropy(&[1, 0, 1, 1, 2]),
+    "nf_nll_loss" => x[0].nll_loss(&[1, 0, 2, 1, 0]),
+    "nf_mse_loss" => x[0].mse_loss(&x[1]),
+    "nf_bce_with_logits" => x[0].binary_cross_entropy_with_logits(&x[1]),
+    "nf_reshape_t" => x[0].t().reshape(&[2, 14]),
+    "nf_cat" => Tensor::cat(x, 0),
+    "nf_stack" => Tensor::stack(x, 1),
+    "nf_index_select" => x[0].index_select(0, &[0, 3, 0]),
+    "nf_gather" => x[0].gather(1, &ArrayD::from_elem(vec![7, 2], 0)),
+    "nf_broadcast_to" => x[0].broadcast_to(&[2, 8]),
+    "nf_conv2d" => x[0].conv2d(&x[1], Some(&x[2]), 1, 1),
+    "nf_max_pool2d" => x[0].max_pool2d(2, 2),
+    "nf_layer_norm" => x[0].layer_norm(&[4], Some(&x[1]), Some(&x[2]), s(1e-5)),
+    "nf_embedding" => x[0].embedding(&x[1]),
+    "nf_sdpa_composed" => sdpa(x, false, false, None),
+    "nf_sdpa_tiled" => sdpa(x, true, false, None),
+
     "transformer_block_loaded" => {
         let block = TransformerBlock::new(8, 2, 16).causal(true);
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ref/weights/transformer_block.safetensors");
@@ -521,9 +611,14 @@ fn tensor<T: Float>(d: &Data) -> Tensor<T> {
 
 /// Appends to `out` a line for every element of `ours` farther than
 /// `tol * max(1, |ref|)` from `theirs` (or one line if the shapes differ).
+/// A NaN matches only a NaN, an infinity only the same infinity, and with
+/// `signed_zeros` a zero only a zero of the same sign (outputs: relu(-0)
+/// is -0; not gradients, where a zero's sign is that of an incidental
+/// product with an upstream value).
 fn compare<T: Float>(
     case: &str,
     what: &str,
+    signed_zeros: bool,
     ours: &Tensor<T>,
     theirs: &Data,
     tol: f64,
@@ -541,7 +636,16 @@ fn compare<T: Float>(
         let o = o.as_f64();
         let bound = tol * r.abs().max(1.0);
         let diff = (o - r).abs();
-        if diff.is_nan() || diff > bound {
+        let matches = match (r.is_nan(), r.is_infinite()) {
+            (true, _) => o.is_nan(),
+            (_, true) => o == r,
+            _ => {
+                let same_zero =
+                    !signed_zeros || o != 0.0 || r != 0.0 || o.is_sign_negative() == r.is_sign_negative();
+                diff <= bound && same_zero
+            }
+        };
+        if !matches {
             out.push(format!(
                 "{case}: {what}[{i}]: ours {o:e}, torch {r:e} (|diff| {diff:.3e} > {bound:.1e})"
             ));
@@ -559,13 +663,19 @@ fn check_case<T: RefFloat>(case: &Case, tol: f64, out: &mut Vec<String>) {
             .map(|(d, req)| tensor::<T>(d).set_requires_grad(*req))
             .collect();
         let output = run(&case.name, &inputs);
-        compare(&case.name, "output", &output, &case.output, tol, &mut found);
+        compare(&case.name, "output", true, &output, &case.output, tol, &mut found);
         output.backward_with(&tensor(&case.upstream));
         for (i, x) in inputs.iter().enumerate() {
             match (case.grads.iter().find(|(j, _)| *j == i), x.grad()) {
-                (Some((_, reference)), Some(g)) => {
-                    compare(&case.name, &format!("grad {i}"), &g, reference, tol, &mut found)
-                }
+                (Some((_, reference)), Some(g)) => compare(
+                    &case.name,
+                    &format!("grad {i}"),
+                    false,
+                    &g,
+                    reference,
+                    tol,
+                    &mut found,
+                ),
                 (Some(_), None) => found.push(format!("{}: grad {i}: None, torch has one", case.name)),
                 (None, Some(_)) => found.push(format!(
                     "{}: grad {i}: input {i} requires no grad but got one",

@@ -223,36 +223,50 @@ impl<T: Float> Tensor<T> {
         other: &Tensor<T>,
         wins: fn(T, T) -> bool,
     ) -> Tensor<T> {
+        // At a tie the second operand, as PyTorch (maximum(-0, 0) is 0,
+        // maximum(0, -0) is -0).
         let pick = move |x: T, y: T| {
             if x.is_nan() || y.is_nan() {
                 T::nan()
-            } else if wins(y, x) {
-                y
-            } else {
+            } else if wins(x, y) {
                 x
+            } else {
+                y
             }
         };
         let out = zip_map(op, self, other, pick);
         let (sa, sb) = (dims(self.shape()), dims(other.shape()));
         // Each input's share of the gradient is a step function of
-        // d = self - other: 1 where it wins, 0 where it loses, ½ at ties,
-        // and 1 for both where d is NaN (as PyTorch).
+        // d = sign(self - other), compared (not subtracted: inf - inf is
+        // NaN, yet inf ties inf): 1 where it wins, 0 where it loses (a zero
+        // even for a NaN gradient, as PyTorch's masked_fill), ½ at ties,
+        // and 1 for both where an input is NaN (as PyTorch).
         let share = move |mine: bool| {
             move |d: T| {
                 let d = if mine { d } else { -d };
                 if d.is_nan() || wins(d, T::zero()) {
-                    T::one()
+                    Some(T::one())
                 } else if d == T::zero() {
-                    T::of(0.5)
+                    Some(T::of(0.5))
                 } else {
-                    T::zero()
+                    None
                 }
             }
         };
         let (share_a, share_b) = (share(true), share(false));
         let saves = [Role::Input(0), Role::Input(1)];
         record(name, &[self, other], out, &saves, move |ctx, g| {
-            let d = ctx.input(0) - ctx.input(1);
+            let d = Tensor::from_value(zip_map(op, &ctx.input(0), &ctx.input(1), |x, y| {
+                if x.is_nan() || y.is_nan() {
+                    T::nan()
+                } else if x == y {
+                    T::zero()
+                } else if x > y {
+                    T::one()
+                } else {
+                    -T::one()
+                }
+            }));
             smallvec![
                 ctx.needs_grad(0)
                     .then(|| g.clone().mul_step(&d, share_a).sum_to(&sa)),

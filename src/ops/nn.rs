@@ -35,7 +35,11 @@ impl<T: Float> Tensor<T> {
     #[track_caller]
     pub fn log_softmax(&self, dim: usize) -> Tensor<T> {
         check_dim("log_softmax", dim, self.shape());
-        self - self.logsumexp_dim(dim, true)
+        // (x - m) - ln Σ exp(x - m), the shift m subtracted as it is (not
+        // zeroed where infinite, as logsumexp does): a lane holding +inf or
+        // only -inf is NaN, value and gradient, as PyTorch's log_softmax.
+        let z = self - self.max_shift(dim);
+        &z - z.exp().sum_dim(dim, true).ln()
     }
 
     /// Zeroes each element with probability `p` and scales the rest by

@@ -13,9 +13,12 @@ use smallvec::smallvec;
 /// A piecewise-constant function (the derivative of a piecewise-linear
 /// op), as a type parameter rather than a `dyn Fn` so that `mul_step`'s loop
 /// inlines it and vectorises (a call per element made relu's backward 5% of
-/// W2).
-pub(crate) trait Step<T>: Fn(T) -> T + Clone + Send + Sync + 'static {}
-impl<T, S: Fn(T) -> T + Clone + Send + Sync + 'static> Step<T> for S {}
+/// W2). `None` where the gradient is blocked: there the result is 0 even
+/// for a NaN or infinite incoming gradient, as PyTorch's backward selects a
+/// zero there rather than multiply by one (`threshold_backward`,
+/// `clamp_backward`); `Some(0)` multiplies (abs at 0: NaN · 0 is NaN).
+pub(crate) trait Step<T>: Fn(T) -> Option<T> + Clone + Send + Sync + 'static {}
+impl<T, S: Fn(T) -> Option<T> + Clone + Send + Sync + 'static> Step<T> for S {}
 
 /// `1 / sqrt(2)`, `2 / sqrt(pi)` as `T`.
 #[track_caller]
@@ -55,7 +58,8 @@ impl<T: Float> Tensor<T> {
     #[track_caller]
     pub(crate) fn mul_step(self, x: &Tensor<T>, step: impl Step<T>) -> Tensor<T> {
         // Saves `x` only: the result may take over `self`'s buffer.
-        let (g, out) = match zip_reusing_operand("mul_step", self, x, false, |g, v| g * step(v)) {
+        let apply = |g: T, v: T| step(v).map_or(T::zero(), |s| g * s);
+        let (g, out) = match zip_reusing_operand("mul_step", self, x, false, apply) {
             Ok(done) => return done,
             Err(rest) => rest,
         };
@@ -135,14 +139,15 @@ impl<T: Float> Tensor<T> {
     pub fn abs(&self) -> Tensor<T> {
         // d |x| = sign(x) dx, with sign(0) = 0 and sign(NaN) = 0 (as
         // PyTorch's `sgn`)
+        // (multiplied, also at 0, as PyTorch's `grad * sgn(x)`)
         let sign = |v: T| {
-            if v > T::zero() {
+            Some(if v > T::zero() {
                 T::one()
             } else if v < T::zero() {
                 -T::one()
             } else {
                 T::zero()
-            }
+            })
         };
         self.unary("AbsBackward", T::abs, Role::Input(0), move |g, x| {
             g.mul_step(x, sign)
@@ -210,7 +215,7 @@ impl<T: Float> Tensor<T> {
         // relu(NaN) = NaN, and the gradient passes where y is not <= 0, NaN
         // included.
         let f = |x: T| if x < T::zero() { T::zero() } else { x };
-        let passes = |v: T| if v <= T::zero() { T::zero() } else { T::one() };
+        let passes = |v: T| if v <= T::zero() { None } else { Some(T::one()) };
         self.unary("ReluBackward", f, Role::Output, move |g, y| g.mul_step(y, passes))
     }
 
@@ -225,7 +230,7 @@ impl<T: Float> Tensor<T> {
     pub fn leaky_relu(&self, slope: T) -> Tensor<T> {
         // d leaky_relu(x) = (x > 0 ? 1 : slope) dx
         let f = move |x: T| if x > T::zero() { x } else { x * slope };
-        let slopes = move |v: T| if v > T::zero() { T::one() } else { slope };
+        let slopes = move |v: T| Some(if v > T::zero() { T::one() } else { slope });
         self.unary("LeakyReluBackward", f, Role::Input(0), move |g, x| {
             g.mul_step(x, slopes)
         })
@@ -248,7 +253,8 @@ impl<T: Float> Tensor<T> {
             nan_bound || min <= max,
             "clamp: min {min} is greater than max {max}"
         );
-        // d clamp(x) = [min <= x <= max] dx (the bounds included, as PyTorch)
+        // d clamp(x) = [min < x < max] dx: 0 at the bounds themselves, as
+        // PyTorch's clamp (2.15) with scalar bounds, and `hardtanh`
         // (NaN stays NaN, as PyTorch; the mask is 0 at a NaN x or bound.)
         let f = move |x: T| {
             if nan_bound {
@@ -261,7 +267,7 @@ impl<T: Float> Tensor<T> {
                 x
             }
         };
-        let inside = move |v: T| if v >= min && v <= max { T::one() } else { T::zero() };
+        let inside = move |v: T| (v > min && v < max).then_some(T::one());
         self.unary("ClampBackward", f, Role::Input(0), move |g, x| {
             g.mul_step(x, inside)
         })
@@ -275,19 +281,26 @@ impl<T: Float> Tensor<T> {
     /// ```
     #[track_caller]
     pub fn powf(&self, p: T) -> Tensor<T> {
-        // d xᵖ = p xᵖ⁻¹ dx (0 for p = 0, also at x = 0)
-        self.unary(
-            "PowBackward",
-            move |x| x.powf(p),
-            Role::Input(0),
-            move |g, x| {
-                if p == T::zero() {
-                    g * T::zero()
-                } else {
-                    g * x.powf(p - T::one()) * p
-                }
-            },
-        )
+        // d xᵖ = p xᵖ⁻¹ dx (0 for p = 0, also at x = 0). Exponents ±½ are
+        // sqrt and 1/sqrt, as in PyTorch's kernel: x^½ of -inf is NaN and
+        // of -0 is -0 (IEEE pow gives +inf and +0), so x^½'s gradient at -0
+        // is -inf, through x^-½.
+        let pow = move |x: T| {
+            if p == T::of(0.5) {
+                x.sqrt()
+            } else if p == T::of(-0.5) {
+                x.sqrt().recip()
+            } else {
+                x.powf(p)
+            }
+        };
+        self.unary("PowBackward", pow, Role::Input(0), move |g, x| {
+            if p == T::zero() {
+                g * T::zero()
+            } else {
+                g * x.powf(p - T::one()) * p
+            }
+        })
     }
 
     /// The error function, elementwise (`torch.erf`).

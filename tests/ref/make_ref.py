@@ -3,7 +3,7 @@
 
 Run from the repository root (PyTorch is needed here only, never by the tests):
 
-    python tests/ref/make_ref.py            # writes the four files below
+    python tests/ref/make_ref.py            # writes the five files below
 
 ops_ref.txt   the ops of tapegrad (CASES, torch.manual_seed(0));
 nn_ref.txt    the nn ops and layers (nn_cases(), torch.manual_seed(1)), in
@@ -16,6 +16,9 @@ attention_ref.txt
               (attention_cases(), torch.manual_seed(2)); also writes
               weights/transformer_block.safetensors, which its last case
               loads;
+nonfinite_ref.txt
+              every op on NaN, +inf, -inf and -0.0 (nonfinite_cases(),
+              torch.manual_seed(3) for the upstream gradients);
 nn_state_dicts.txt
               the state_dict keys and shapes of a few nn.Sequential models
               (tests/nn.rs builds the same models and compares
@@ -63,6 +66,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 torch.manual_seed(0)
 DT = torch.float64
@@ -496,6 +500,149 @@ def attention_cases():
     return cases
 
 
+# ------------------------------------------------------------ non-finite values
+
+NAN, INF = float("nan"), float("inf")
+# every special value, with finite neighbours for the ops to mix them with
+SPECIAL = [NAN, INF, -INF, -0.0, 0.0, 1.0, -1.0, 0.5]
+
+
+def nonfinite_cases():
+    """The cases of nonfinite_ref.txt: every op on inputs holding NaN, +inf,
+    -inf and -0.0 (exact values; only the upstream gradients are drawn, from
+    seed 3, after attention_ref.txt's). Written without the finiteness
+    checks of the other files: NaN and infinities are the point."""
+    cases = []
+
+    def add(name, inputs, fn):
+        cases.append((name, inputs, fn))
+
+    def special(*extra):
+        return exact(SPECIAL + list(extra), [len(SPECIAL) + len(extra)])
+
+    # binary ops: every special value against every other (an 8 x 8 grid)
+    n = len(SPECIAL)
+    lhs = exact([a for a in SPECIAL for _ in SPECIAL], [n, n])
+    rhs = exact([b for _ in SPECIAL for b in SPECIAL], [n, n])
+    for opname, op in [("add", torch.add), ("sub", torch.sub), ("mul", torch.mul), ("div", torch.div),
+                       ("pow", torch.pow), ("maximum", torch.maximum), ("minimum", torch.minimum)]:
+        add(f"nf_{opname}", [req(lhs), req(rhs)], op)
+    # a row broadcast against the grid's columns (the gradient sums over rows)
+    add("nf_mul_broadcast", [req(lhs), req(special())], torch.mul)
+    add("nf_add_broadcast", [req(lhs), req(special())], torch.add)
+
+    # tensor-scalar and unary
+    for opname, fn in [("add_scalar", lambda x: x + 2.5), ("sub_scalar", lambda x: x - 2.5),
+                       ("mul_scalar", lambda x: x * 2.5), ("div_scalar", lambda x: x / 2.5),
+                       ("scalar_sub", lambda x: 2.5 - x), ("scalar_div", lambda x: 2.5 / x),
+                       ("mul_zero_scalar", lambda x: x * 0.0), ("neg", lambda x: -x),
+                       ("exp", torch.exp), ("ln", torch.log), ("log1p", torch.log1p),
+                       ("sqrt", torch.sqrt), ("abs", torch.abs), ("sin", torch.sin), ("cos", torch.cos),
+                       ("tanh", torch.tanh), ("sigmoid", torch.sigmoid), ("relu", torch.relu),
+                       ("leaky_relu", lambda x: F.leaky_relu(x, 0.1)),
+                       ("clamp", lambda x: torch.clamp(x, -1.0, 0.5)),
+                       ("powf_2", lambda x: torch.pow(x, 2.0)), ("powf_3", lambda x: torch.pow(x, 3.0)),
+                       ("powf_half", lambda x: torch.pow(x, 0.5)), ("powf_neg", lambda x: torch.pow(x, -1.5)),
+                       ("powf_neg_int", lambda x: torch.pow(x, -2.0)), ("powf_frac", lambda x: torch.pow(x, 2.7)),
+                       ("powf_zero", lambda x: torch.pow(x, 0.0)), ("powf_one", lambda x: torch.pow(x, 1.0)),
+                       ("erf", torch.erf), ("gelu", lambda x: F.gelu(x, approximate="none")),
+                       ("softplus", F.softplus), ("dropout_eval", lambda x: F.dropout(x, 0.5, training=False)),
+                       ("dropout_p0", lambda x: F.dropout(x, 0.0, training=True))]:
+        add(f"nf_{opname}", [req(special(-2.0, 25.0, -30.0))], fn)
+    # a non-finite upstream gradient through the piecewise ops: where the
+    # derivative is 0 PyTorch selects 0, it does not multiply NaN by 0
+    for opname, fn in [("relu", torch.relu), ("clamp", lambda x: torch.clamp(x, -1.0, 0.5)),
+                       ("abs", torch.abs), ("leaky_relu", lambda x: F.leaky_relu(x, 0.1)),
+                       ("softplus", F.softplus), ("mul_zero_scalar", lambda x: x * 0.0)]:
+        cases.append((f"nf_{opname}_nan_upstream", [req(exact([-2.0, -0.0, 0.0, 0.3, 1.0, 30.0], [6]))], fn,
+                      exact([NAN, INF, NAN, -INF, NAN, INF], [6])))
+
+    # matmul: an infinity times a zero is NaN, in the output and the gradients
+    a = exact([NAN, 1.0, 0.0, INF, 0.0, 2.0, -INF, 1.0, -0.0, 1.0, 2.0, 3.0], [4, 3])
+    b = exact([0.0, 1.0, 1.0, -0.0, 2.0, 0.5], [3, 2])
+    add("nf_matmul", [req(a), req(b)], torch.matmul)
+    add("nf_matmul_1d", [req(exact([INF, 1.0, 0.0], [3])), req(exact([0.0, 2.0, INF], [3]))], torch.matmul)
+
+    # reductions: one row per kind of special value, reduced along it and across
+    rows = exact([NAN, 1.0, 2.0, -1.0,
+                  INF, 1.0, 2.0, -1.0,
+                  -INF, 1.0, 2.0, -1.0,
+                  INF, 1.0, -INF, -1.0,
+                  -0.0, -0.0, -0.0, -0.0,
+                  -INF, -INF, -INF, -INF,
+                  INF, -0.0, 3.0, -5.0], [7, 4])
+    add("nf_sum", [req(rows)], torch.sum)
+    add("nf_mean", [req(rows)], torch.mean)
+    for d in [0, 1]:
+        add(f"nf_sum_dim{d}", [req(rows)], lambda x, d=d: torch.sum(x, d))
+        add(f"nf_mean_dim{d}", [req(rows)], lambda x, d=d: torch.mean(x, d))
+        add(f"nf_var_dim{d}", [req(rows)], lambda x, d=d: torch.var(x, d, correction=1))
+        add(f"nf_logsumexp_dim{d}", [req(rows)], lambda x, d=d: torch.logsumexp(x, d))
+        add(f"nf_softmax_dim{d}", [req(rows)], lambda x, d=d: torch.softmax(x, d))
+        add(f"nf_log_softmax_dim{d}", [req(rows)], lambda x, d=d: torch.log_softmax(x, d))
+    # max / min without ties in the selected value (PyTorch sends the whole
+    # gradient to one index; which one at a tie is not specified)
+    ext = exact([NAN, 1.0, 2.0, -1.0,
+                 INF, 1.0, 2.0, -1.0,
+                 -INF, 1.0, 2.0, -1.0,
+                 INF, 1.0, -INF, -1.0,
+                 -0.5, 1.0, NAN, 3.0], [5, 4])
+    add("nf_max_dim1", [req(ext)], lambda x: torch.max(x, 1).values)
+    add("nf_min_dim1", [req(ext)], lambda x: torch.min(x, 1).values)
+    add("nf_max_dim_with_indices", [req(ext)],
+        lambda x: (lambda r: r.values + torch.gather(x, 1, r.indices))(torch.max(x, 1, keepdim=True)))
+    add("nf_argmax_dim", [req(ext)], lambda x: torch.gather(x, 1, torch.argmax(x, 1, keepdim=True)))
+
+    # losses
+    logits = exact([NAN, 1.0, 2.0,
+                    INF, 1.0, 2.0,
+                    -INF, 1.0, 2.0,
+                    1.0, -INF, 0.5,
+                    1.0, 2.0, 3.0], [5, 3])
+    add("nf_cross_entropy", [req(logits)], lambda x: F.cross_entropy(x, torch.tensor([1, 0, 1, 1, 2])))
+    add("nf_nll_loss", [req(logits)], lambda x: F.nll_loss(x, torch.tensor([1, 0, 2, 1, 0])))
+    add("nf_mse_loss", [req(special()), req(exact([0.0, INF, 1.0, NAN, -0.0, 1.0, -INF, 0.5], [8]))],
+        F.mse_loss)
+    add("nf_bce_with_logits", [req(special(-INF, INF, 40.0)),
+                               req(exact([0.5, 1.0, 0.0, 0.5, 1.0, 0.0, 0.25, INF, 0.0, 1.0, 0.5], [11]))],
+        F.binary_cross_entropy_with_logits)
+
+    # shape and index ops carry the values through
+    add("nf_reshape_t", [req(rows)], lambda x: x.t().reshape(2, 14))
+    add("nf_cat", [req(special()), req(exact([INF, -0.0], [2]))], lambda a, b: torch.cat([a, b], 0))
+    add("nf_stack", [req(special()), req(special())], lambda a, b: torch.stack([a, b], 1))
+    add("nf_index_select", [req(rows)], lambda x: torch.index_select(x, 0, torch.tensor([0, 3, 0])))
+    add("nf_gather", [req(rows)], lambda x: torch.gather(x, 1, torch.tensor([[0, 0]] * 7)))
+    add("nf_broadcast_to", [req(special())], lambda x: x.broadcast_to(2, 8))
+
+    # nn ops
+    img = exact([NAN if i == 5 else INF if i == 14 else -INF if i == 27 else -0.0 if i == 30 else (i % 7) * 0.25 - 0.7
+                 for i in range(2 * 1 * 6 * 6)], [2, 1, 6, 6])
+    add("nf_conv2d", [req(img), req(randn(2, 1, 3, 3, scale=0.5)), req(randn(2))],
+        lambda x, w, b: F.conv2d(x, w, b, padding=1))
+    add("nf_max_pool2d", [req(img)], lambda x: F.max_pool2d(x, 2, 2))
+    add("nf_layer_norm", [req(rows), req(randn(4)), req(randn(4))],
+        lambda x, w, b: F.layer_norm(x, [4], w, b, 1e-5))
+    add("nf_embedding", [const(exact([0, 2, 2, 1], [4])), req(exact([NAN, 1.0, INF, -INF, -0.0, 2.0], [3, 2]))],
+        lambda i, w: F.embedding(i.long(), w))
+    # attention with a NaN in one query row and an infinity in one key, by
+    # PyTorch's math backend (its definition, softmax(q kᵀ / √E) v): the
+    # fused CPU kernel chosen by default returns 0 for the NaN query's row
+    # (with NaN gradients); see docs/ops.md
+    def sdpa_math(q, k, v):
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    q = randn(1, 3, 2)
+    q[0, 1, 0] = NAN
+    k = randn(1, 4, 2)
+    k[0, 2, 1] = INF
+    v = randn(1, 4, 2)
+    for kernel in ["composed", "tiled"]:
+        add(f"nf_sdpa_{kernel}", [req(q), req(k), req(v)], sdpa_math)
+    return cases
+
+
 def state_dict_models():
     """Models whose state_dict keys tests/nn.rs compares with
     named_parameters() of the same model built in tapegrad."""
@@ -523,18 +670,21 @@ def fmt_data(t):
 HEADER = "# {what}, made by tests/ref/make_ref.py\n# (PyTorch, float64, torch.manual_seed({seed})); see tests/ref/README.md. Do not edit."
 
 
-def write_cases(path, cases, what, seed):
-    """Runs `cases` and writes them to `path` (the format of the docstring)."""
-    names = [name for name, _, _ in cases]
+def write_cases(path, cases, what, seed, finite=True):
+    """Runs `cases` and writes them to `path` (the format of the docstring).
+    A case is (name, inputs, fn), or (name, inputs, fn, upstream) to give
+    the upstream gradient instead of drawing it. `finite`: assert that every
+    output and gradient is finite (a NaN there would be a bad case)."""
+    names = [name for name, *_ in cases]
     dup = {n for n in names if names.count(n) > 1}
     assert not dup, f"duplicate case names: {sorted(dup)}"
 
     lines = HEADER.format(what=what, seed=seed).split("\n") + [f"torch {torch.__version__}"]
-    for name, inputs, fn in cases:
+    for name, inputs, fn, *given in cases:
         tensors = [t.clone().requires_grad_(r) for t, r in inputs]
         out = fn(*tensors)
         assert out.dtype == DT, name
-        upstream = randn(*out.shape)
+        upstream = given[0] if given else randn(*out.shape)
         wrt = [t for t in tensors if t.requires_grad]
         assert wrt, f"{name}: no input requires grad"
         grads = torch.autograd.grad(out, wrt, upstream, allow_unused=True)
@@ -549,9 +699,9 @@ def write_cases(path, cases, what, seed):
                 g = next(gi)
                 if g is None:
                     g = torch.zeros_like(t)
-                assert torch.isfinite(g).all(), f"{name}: non-finite gradient"
+                assert not finite or torch.isfinite(g).all(), f"{name}: non-finite gradient"
                 lines.append(f"grad {i} {fmt_shape(g.shape)} {fmt_data(g)}".rstrip())
-        assert torch.isfinite(out).all(), f"{name}: non-finite output"
+        assert not finite or torch.isfinite(out).all(), f"{name}: non-finite output"
         lines.append("end")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -586,6 +736,9 @@ def main():
     torch.manual_seed(2)
     write_cases(os.path.join(os.path.dirname(path), "attention_ref.txt"), attention_cases(),
                 "Reference values for tapegrad's attention and its modules", 2)
+    torch.manual_seed(3)
+    write_cases(os.path.join(os.path.dirname(path), "nonfinite_ref.txt"), nonfinite_cases(),
+                "Reference values for tapegrad's ops on NaN, infinities and -0.0", 3, finite=False)
 
 
 if __name__ == "__main__":
