@@ -360,6 +360,45 @@ const CASES: &[Case] = &[
         expect: &["checkpoint_sequential", "2 segments", "1 layers"],
         at: At::Caller,
     },
+    Case {
+        what: "a Plan run on other layers than it was made for",
+        run: || {
+            let profile = tapegrad::LayerProfile {
+                input_bytes: 8,
+                saved_bytes: 8,
+                saves_input: false,
+                saves_output: true,
+                cost_secs: 1.0,
+            };
+            let plan = tapegrad::Plan::from_profiles(vec![profile; 2], 1 << 20);
+            let relu: tapegrad::Layer<f64> = Arc::new(|x: &Tensor<f64>| x.relu());
+            drop(plan.run(&[relu], &leaf3()))
+        },
+        expect: &["Plan::run", "2 layers", "1 were given"],
+        at: At::Caller,
+    },
+    Case {
+        what: "a checkpoint plan for a budget too small",
+        run: || {
+            let profile = tapegrad::LayerProfile {
+                input_bytes: 1000,
+                saved_bytes: 1000,
+                saves_input: false,
+                saves_output: true,
+                cost_secs: 1.0,
+            };
+            drop(tapegrad::Plan::from_profiles(vec![profile; 4], 10))
+        },
+        expect: &["checkpoint planner", "10 bytes", "too small"],
+        at: At::Caller,
+    },
+    // testing (proptest strategies)
+    Case {
+        what: "a tensor strategy over an empty range of values",
+        run: || drop(tapegrad::testing::tensor_of_shape::<f32>(&[2], 1.0..1.0)),
+        expect: &["tensor_of_shape", "1.0..1.0", "empty"],
+        at: At::Caller,
+    },
     // nn
     Case {
         what: "Linear on an input of the wrong width",
@@ -421,6 +460,32 @@ const CASES: &[Case] = &[
         what: "pack_sequences with a sequence longer than a pack",
         run: || drop(pack_sequences(&[3, 9], 8)),
         expect: &["pack_sequences", "sequence 1", "9 tokens", "max_tokens = 8"],
+        at: At::Caller,
+    },
+    Case {
+        what: "PackedBatch::pack given fewer sequences than packed",
+        run: || drop(pack_sequences(&[2, 3], 8)[0].pack(&[Tensor::<f32>::zeros(&[2, 4])])),
+        expect: &["PackedBatch::pack", "sequence 1", "only 1 were given"],
+        at: At::Caller,
+    },
+    Case {
+        what: "scaled_dot_product_attention with batch dimensions that do not broadcast",
+        run: || {
+            let q = Tensor::<f32>::zeros(&[2, 4, 8]);
+            let k = Tensor::<f32>::zeros(&[3, 4, 8]);
+            drop(scaled_dot_product_attention(
+                &q,
+                &k,
+                &k,
+                &AttentionOptions::default(),
+            ))
+        },
+        expect: &[
+            "scaled_dot_product_attention",
+            "batch dimensions",
+            "[2, 4, 8]",
+            "[3, 4, 8]",
+        ],
         at: At::Caller,
     },
     // optim
