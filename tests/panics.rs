@@ -520,20 +520,26 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "StepLr with step_size 0",
-        run: || drop(StepLr::new(&Sgd::new(vec![leaf3()], 0.1), 0, 0.5)),
+        run: || {
+            StepLr::new(&Sgd::new(vec![leaf3()], 0.1), 0, 0.5);
+        },
         expect: &["StepLr::new", "step_size", "0"],
         at: At::Caller,
     },
     Case {
         what: "CosineAnnealingLr with t_max 0",
-        run: || drop(CosineAnnealingLr::new(&Sgd::new(vec![leaf3()], 0.1), 0, 0.0)),
+        run: || {
+            CosineAnnealingLr::new(&Sgd::new(vec![leaf3()], 0.1), 0, 0.0);
+        },
         expect: &["CosineAnnealingLr::new", "t_max", "0"],
         at: At::Caller,
     },
     // data
     Case {
         what: "Batches with batch_size 0",
-        run: || drop(Batches::new(10, 0)),
+        run: || {
+            Batches::new(10, 0);
+        },
         expect: &["Batches::new", "batch_size", "n = 10"],
         at: At::Caller,
     },
