@@ -61,6 +61,7 @@ impl Batches {
     /// ```
     ///
     /// **Panics** if `batch_size` is 0.
+    #[track_caller]
     pub fn new(n: usize, batch_size: usize) -> Self {
         assert!(
             batch_size > 0,

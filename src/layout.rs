@@ -15,6 +15,7 @@ use smallvec::{smallvec, SmallVec};
 /// sizes exceeds `isize::MAX` (ndarray's and `Vec`'s limit; a shape with a
 /// zero size still has to pass, as its strides are computed from the
 /// others).
+#[track_caller]
 pub(crate) fn numel(op: &str, shape: &[usize]) -> usize {
     match count(shape) {
         Some(n) => n,
@@ -104,12 +105,18 @@ pub(crate) fn contiguous_strides(shape: &[usize]) -> Dims {
 /// The shape `a` and `b` broadcast to.
 ///
 /// **Panics**, naming `op` and both shapes, if they are incompatible.
+///
+/// (A `match`, not a closure: `#[track_caller]` does not reach into one.)
+#[track_caller]
 pub(crate) fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Dims {
-    let out = try_broadcast_shape(a, b).unwrap_or_else(|i| {
-        let n = a.len().max(b.len());
-        let (da, db) = (dim_of(a, i, n), dim_of(b, i, n));
-        panic!("{op}: shapes {a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})")
-    });
+    let out = match try_broadcast_shape(a, b) {
+        Ok(out) => out,
+        Err(i) => {
+            let n = a.len().max(b.len());
+            let (da, db) = (dim_of(a, i, n), dim_of(b, i, n));
+            panic!("{op}: shapes {a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})")
+        }
+    };
     numel(op, &out);
     out
 }
@@ -140,6 +147,7 @@ fn dim_of(shape: &[usize], i: usize, n: usize) -> usize {
 }
 
 /// **Panics**, naming `op`, unless `from` broadcasts to exactly `to`.
+#[track_caller]
 pub(crate) fn check_broadcasts_to(op: &str, from: &[usize], to: &[usize]) {
     if !broadcasts_to(from, to) {
         panic!("{}", TensorError::not_broadcast(op, from, to));
@@ -174,6 +182,7 @@ fn broadcasts_to(from: &[usize], to: &[usize]) -> bool {
 }
 
 /// **Panics**, naming `op`, unless `dim` is a dimension of `shape`.
+#[track_caller]
 pub(crate) fn check_dim(op: &str, dim: usize, shape: &[usize]) {
     assert!(
         dim < shape.len(),

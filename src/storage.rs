@@ -133,9 +133,9 @@ impl<T: Float> Value<T> {
     pub(crate) fn from_vec(data: impl Into<Data<T>>, shape: &[usize]) -> Self {
         let data = data.into();
         let n = layout::numel("from_vec", shape);
-        assert_eq!(
-            data.len(),
-            n,
+        // Internal: Tensor::from_vec checks the user's data before this.
+        assert!(
+            data.len() == n,
             "from_vec: {} elements cannot have shape {:?} ({} elements)",
             data.len(),
             shape,

@@ -167,8 +167,15 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the product of `shape` exceeds `isize::MAX`.
+    #[track_caller]
     pub fn full(shape: &[usize], v: T) -> Self {
-        Self::from_value(Value::from_vec(filled(v, layout::numel("full", shape)), shape))
+        Self::full_as("full", shape, v)
+    }
+
+    /// [`full`](Tensor::full), naming `op` if the shape is too large.
+    #[track_caller]
+    fn full_as(op: &str, shape: &[usize], v: T) -> Self {
+        Self::from_value(Value::from_vec(filled(v, layout::numel(op, shape)), shape))
     }
 
     /// A tensor of zeros.
@@ -178,8 +185,9 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** as [`full`](Tensor::full).
+    #[track_caller]
     pub fn zeros(shape: &[usize]) -> Self {
-        Self::full(shape, T::zero())
+        Self::full_as("zeros", shape, T::zero())
     }
 
     /// A tensor of ones.
@@ -189,8 +197,9 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** as [`full`](Tensor::full).
+    #[track_caller]
     pub fn ones(shape: &[usize]) -> Self {
-        Self::full(shape, T::one())
+        Self::full_as("ones", shape, T::one())
     }
 
     /// Samples from the standard normal distribution, drawn from this
@@ -203,6 +212,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the product of `shape` exceeds `isize::MAX`.
+    #[track_caller]
     pub fn randn(shape: &[usize]) -> Self {
         Self::from_vec(rng::normal(layout::numel("randn", shape)), shape)
     }
@@ -215,6 +225,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the product of `shape` exceeds `isize::MAX`.
+    #[track_caller]
     pub fn rand(shape: &[usize]) -> Self {
         Self::from_vec(rng::uniform(layout::numel("rand", shape)), shape)
     }
@@ -350,12 +361,12 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** unless `numel() == 1`.
+    #[track_caller]
     pub fn item(&self) -> T {
-        assert_eq!(
-            self.numel(),
-            1,
+        assert!(
+            self.numel() == 1,
             "item: only a tensor with one element can be converted to a scalar, but this one has \
-             shape {:?} ({} elements)",
+             shape {:?} ({} elements); reduce it first (sum(), mean()) or read all of it with to_vec()",
             self.shape(),
             self.numel()
         );
@@ -375,6 +386,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** when asked to turn it off on a non-leaf (use
     /// [`detach`](Tensor::detach)), as PyTorch does.
+    #[track_caller]
     pub fn set_requires_grad(&self, flag: bool) -> Tensor<T> {
         if self.inner.node.is_some() {
             assert!(

@@ -95,6 +95,7 @@ fn cap_numel(dims: &mut Vec<usize>, budget: usize, min_size: usize, min_dims: us
 /// ```
 ///
 /// **Panics** if `max_size` is 0.
+#[track_caller]
 pub fn shape(max_dims: usize, max_size: usize) -> impl Strategy<Value = Vec<usize>> + Clone {
     shape_with(0..=max_dims, 1..=max_size, MAX_NUMEL)
 }
@@ -123,6 +124,7 @@ pub fn shape(max_dims: usize, max_size: usize) -> impl Strategy<Value = Vec<usiz
 /// ```
 ///
 /// **Panics** if `ndims` or `sizes` is empty.
+#[track_caller]
 pub fn shape_with(
     ndims: RangeInclusive<usize>,
     sizes: RangeInclusive<usize>,
@@ -275,6 +277,7 @@ pub fn matmul_pair(
 /// ```
 ///
 /// **Panics** if `range` is empty.
+#[track_caller]
 pub fn tensor<T: Float>(
     shape: impl Strategy<Value = Vec<usize>>,
     range: Range<T>,
@@ -309,6 +312,7 @@ pub fn tensor<T: Float>(
 /// ```
 ///
 /// **Panics** if `range` is empty.
+#[track_caller]
 pub fn tensor_of_shape<T: Float>(
     shape: &[usize],
     range: Range<T>,

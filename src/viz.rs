@@ -15,6 +15,7 @@
 //! }
 //! ```
 
+use crate::autograd::engine::root_grad;
 use crate::autograd::hooks::{observe_backward, NodeRun};
 use crate::autograd::node::{Edge, Node, SavedSummary};
 use crate::autograd::tensor_hooks::made_by;
@@ -314,7 +315,11 @@ impl fmt::Display for BackwardStep {
 /// ```
 ///
 /// **Panics** as [`Tensor::backward`] does.
+#[track_caller]
 pub fn trace_backward<T: Float>(loss: &Tensor<T>) -> Vec<BackwardStep> {
+    // The checks of `backward` made here, outside the closure below, so
+    // that their panics point at the caller.
+    let seed = root_grad("backward", loss, None, "backward_with");
     let steps: Rc<RefCell<Vec<BackwardStep>>> = Rc::default();
     let sink = steps.clone();
     let observer = Box::new(move |run: &NodeRun<'_>| {
@@ -324,6 +329,6 @@ pub fn trace_backward<T: Float>(loss: &Tensor<T>) -> Vec<BackwardStep> {
             grad_norm: run.grad_norm,
         });
     });
-    observe_backward(observer, || loss.backward());
+    observe_backward(observer, || loss.backward_with(&seed));
     steps.take()
 }

@@ -97,6 +97,7 @@ impl<T: Float> Tensor<T> {
     /// **Panics** if the tensor has more than one element (use
     /// [`backward_with`](Tensor::backward_with)), if it does not require
     /// grad, or if the graph was already freed by a previous backward.
+    #[track_caller]
     pub fn backward(&self) {
         self.backward_opts(BackwardOptions::default());
     }
@@ -115,6 +116,7 @@ impl<T: Float> Tensor<T> {
     /// **Panics** if `grad`'s shape is not this tensor's, if this tensor
     /// does not require grad, or if the graph was already freed by a
     /// previous backward.
+    #[track_caller]
     pub fn backward_with(&self, grad: &Tensor<T>) {
         self.backward_opts(BackwardOptions {
             grad: Some(grad.clone()),
@@ -137,6 +139,7 @@ impl<T: Float> Tensor<T> {
     ///
     /// **Panics** as [`backward`](Tensor::backward) without `grad`, as
     /// [`backward_with`](Tensor::backward_with) with it.
+    #[track_caller]
     pub fn backward_opts(&self, opts: BackwardOptions<T>) {
         let seed = root_grad("backward", self, opts.grad, "backward_with");
         run(
@@ -178,16 +181,16 @@ impl<T: Float> Tensor<T> {
 ///
 /// **Panics** if an output or an input does not require grad, or if
 /// `grad_outputs` has the wrong length or shapes.
+#[track_caller]
 pub fn grad<T: Float>(
     outputs: &[Tensor<T>],
     inputs: &[Tensor<T>],
     opts: GradOptions<T>,
 ) -> Vec<Option<Tensor<T>>> {
     if let Some(g) = &opts.grad_outputs {
-        assert_eq!(
-            g.len(),
-            outputs.len(),
-            "grad: {} grad_outputs for {} outputs",
+        assert!(
+            g.len() == outputs.len(),
+            "grad: {} grad_outputs for {} outputs (give one gradient per output, or None)",
             g.len(),
             outputs.len()
         );
@@ -195,18 +198,17 @@ pub fn grad<T: Float>(
     for (i, x) in inputs.iter().enumerate() {
         assert!(
             x.requires_grad(),
-            "grad: input {i} (shape {:?}) does not require grad",
+            "grad: input {i} (shape {:?}) does not require grad, so no gradient flows to it; call \
+             `set_requires_grad(true)` on it before the forward",
             x.shape()
         );
     }
-    let seeds = outputs
-        .iter()
-        .enumerate()
-        .map(|(i, y)| {
-            let g = opts.grad_outputs.as_ref().map(|g| g[i].clone());
-            root_grad("grad", y, g, "grad_outputs")
-        })
-        .collect();
+    // A loop, not a closure: `#[track_caller]` does not reach into one.
+    let mut seeds = Vec::with_capacity(outputs.len());
+    for (i, y) in outputs.iter().enumerate() {
+        let g = opts.grad_outputs.as_ref().map(|g| g[i].clone());
+        seeds.push(root_grad("grad", y, g, "grad_outputs"));
+    }
     run(
         outputs,
         seeds,
@@ -217,18 +219,27 @@ pub fn grad<T: Float>(
     .expect("targets given")
 }
 
-fn root_grad<T: Float>(op: &str, root: &Tensor<T>, grad: Option<Tensor<T>>, explicit: &str) -> Tensor<T> {
+/// The gradient a backward from `root` starts with: `grad`, or ones for
+/// a one-element root.
+///
+/// **Panics**, naming `op`, if `root` needs no grad or `grad` does not fit.
+#[track_caller]
+pub(crate) fn root_grad<T: Float>(
+    op: &str,
+    root: &Tensor<T>,
+    grad: Option<Tensor<T>>,
+    explicit: &str,
+) -> Tensor<T> {
     assert!(
         root.requires_grad(),
         "{op}: the tensor (shape {:?}) does not require grad and has no grad_fn: nothing to \
-         differentiate",
+         differentiate; call `set_requires_grad(true)` on the leaves before the forward",
         root.shape()
     );
     match grad {
         Some(g) => {
-            assert_eq!(
-                g.shape(),
-                root.shape(),
+            assert!(
+                g.shape() == root.shape(),
                 "{op}: the gradient has shape {:?} but the output has shape {:?}",
                 g.shape(),
                 root.shape()
@@ -236,11 +247,10 @@ fn root_grad<T: Float>(op: &str, root: &Tensor<T>, grad: Option<Tensor<T>>, expl
             g
         }
         None => {
-            assert_eq!(
-                root.numel(),
-                1,
+            assert!(
+                root.numel() == 1,
                 "{op}: the output has shape {:?}; an implicit gradient exists only for one-element \
-                 outputs, pass it explicitly with {explicit}",
+                 outputs, pass it explicitly with {explicit} (or reduce the output first, e.g. with sum())",
                 root.shape()
             );
             Tensor::ones(root.shape())

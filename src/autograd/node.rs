@@ -242,6 +242,20 @@ pub(crate) struct Node<T: Float, R: ?Sized = Rule<T>> {
     rule: R,
 }
 
+// Unwind safety. Every tensor reaches its node, and the node's rule is a
+// `dyn Fn`, which the compiler cannot know to be `RefUnwindSafe`: without
+// this impl neither is `Tensor`, and `catch_unwind(|| loss.backward())` does
+// not compile. It is asserted here, for the node alone (the compiler still
+// checks everything else a tensor holds), because a panic cannot leave a
+// node half-changed: its fields are set once, when it is made, except the
+// saved values, which sit behind a lock taken only to look or to swap them
+// whole (`crate::sync` ignores its poison for that reason; a backward that
+// panics leaves them as they were, or freed). A rule reads what it
+// captured and never writes to it; what a user's closure captures (a
+// `CustomOp`, a checkpointed function) is the user's own state, as in any
+// closure given to `catch_unwind`.
+impl<T: Float> std::panic::RefUnwindSafe for Node<T> {}
+
 impl<T: Float> Node<T> {
     /// What the node saved (`None`: freed by a backward).
     pub(crate) fn saved_summary(&self) -> Option<Vec<SavedSummary>> {
@@ -266,9 +280,8 @@ impl<T: Float> Node<T> {
             },
             grad,
         );
-        assert_eq!(
-            grads.len(),
-            self.edges.len(),
+        assert!(
+            grads.len() == self.edges.len(),
             "{}: the backward rule returned {} gradients for {} inputs",
             self.name,
             grads.len(),

@@ -201,6 +201,7 @@ impl<T: Float> Tensor<T> {
     /// **Panics** if the tensor does not require grad (no gradient is ever
     /// computed for it); a hook returning a gradient of another shape
     /// panics in backward.
+    #[track_caller]
     pub fn register_hook(
         &self,
         hook: impl Fn(&Tensor<T>) -> Option<Tensor<T>> + Send + Sync + 'static,
@@ -297,6 +298,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     ///
     /// **Panics** if the tensor does not require grad.
+    #[track_caller]
     pub fn retain_grad(&self) {
         assert!(
             self.requires_grad(),

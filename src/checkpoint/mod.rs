@@ -268,6 +268,7 @@ where
 ///
 /// **Panics** unless `1 <= segments <= layers.len()`, and in backward as
 /// [`checkpoint`].
+#[track_caller]
 pub fn checkpoint_sequential<T: Float>(layers: &[Layer<T>], segments: usize, input: &Tensor<T>) -> Tensor<T> {
     checkpoint_sequential_with(layers, segments, input, CheckpointOptions::default())
 }
@@ -303,6 +304,7 @@ pub fn checkpoint_sequential<T: Float>(layers: &[Layer<T>], segments: usize, inp
 ///
 /// **Panics** unless `1 <= segments <= layers.len()`, and in backward as
 /// [`checkpoint`].
+#[track_caller]
 pub fn checkpoint_sequential_with<T: Float>(
     layers: &[Layer<T>],
     segments: usize,

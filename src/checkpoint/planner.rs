@@ -231,6 +231,7 @@ impl std::error::Error for BudgetError {}
 ///
 /// **Panics** if no plan fits in `budget_bytes`, naming the smallest budget
 /// that fits ([`try_plan_checkpoints`] returns it instead).
+#[track_caller]
 pub fn plan_checkpoints<T: Float>(layers: &[Layer<T>], budget_bytes: usize, input: &Tensor<T>) -> Plan {
     Plan::from_profiles(profile_layers(layers, input), budget_bytes)
 }
@@ -278,6 +279,7 @@ pub fn try_plan_checkpoints<T: Float>(
 /// ```
 ///
 /// **Panics** as [`plan_checkpoints`].
+#[track_caller]
 pub fn checkpoint_planned<T: Float>(
     layers: &[Layer<T>],
     budget_bytes: usize,
@@ -309,8 +311,12 @@ impl Plan {
     /// ```
     ///
     /// **Panics** if no plan fits, naming the smallest budget that does.
+    #[track_caller]
     pub fn from_profiles(profiles: Vec<LayerProfile>, budget_bytes: usize) -> Plan {
-        Plan::try_from_profiles(profiles, budget_bytes).unwrap_or_else(|e| panic!("{e}"))
+        match Plan::try_from_profiles(profiles, budget_bytes) {
+            Ok(plan) => plan,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// [`Plan::from_profiles`], with an error instead of a panic when no
@@ -374,6 +380,7 @@ impl Plan {
     ///
     /// **Panics** if the segments do not cover `layers` in order (a plan
     /// made for another number of layers).
+    #[track_caller]
     pub fn run<T: Float>(&self, layers: &[Layer<T>], input: &Tensor<T>) -> Tensor<T> {
         let mut next = 0;
         for s in &self.segments {
@@ -385,10 +392,9 @@ impl Plan {
             );
             next = s.end;
         }
-        assert_eq!(
-            next,
-            layers.len(),
-            "Plan::run: the plan is for {next} layers, but {} were given",
+        assert!(
+            next == layers.len(),
+            "Plan::run: the plan is for {next} layers, but {} were given (plan again for these layers)",
             layers.len()
         );
         let mut x = input.clone();

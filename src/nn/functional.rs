@@ -151,13 +151,14 @@ pub fn scaled_dot_product_attention<T: Float>(
         "{OP}: q [.., L, E], k [.., S, E] and v [.., S, Ev] do not fit: shapes {qs:?}, {ks:?} and {vs:?}"
     );
     let batch = |x: &[usize]| x[..x.len() - 2].to_vec();
-    let batch = try_broadcast_shape(&batch(qs), &batch(ks))
-        .and_then(|b| try_broadcast_shape(&b, &batch(vs)))
-        .unwrap_or_else(|_| {
-            panic!(
+    // A `match`, not a closure: `#[track_caller]` does not reach into one.
+    let batch =
+        match try_broadcast_shape(&batch(qs), &batch(ks)).and_then(|b| try_broadcast_shape(&b, &batch(vs))) {
+            Ok(batch) => batch,
+            Err(_) => panic!(
                 "{OP}: the batch dimensions of q, k and v do not broadcast: shapes {qs:?}, {ks:?} and {vs:?}"
-            )
-        });
+            ),
+        };
     let scale = opts.scale::<T>(e);
     match opts.kernel.block(OP) {
         None => composed_attention(q, k, v, scale, opts.causal),

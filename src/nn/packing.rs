@@ -95,26 +95,23 @@ impl PackedBatch {
     /// dimension is not its length here, or their other dimensions differ.
     #[track_caller]
     pub fn pack<T: Float>(&self, seqs: &[Tensor<T>]) -> Tensor<T> {
-        let parts: Vec<Tensor<T>> = self
-            .sequences
-            .iter()
-            .zip(self.cu_seqlens.windows(2))
-            .map(|(&i, w)| {
-                let seq = seqs.get(i).unwrap_or_else(|| {
-                    panic!(
-                        "PackedBatch::pack: sequence {i} is packed but only {} were given",
-                        seqs.len()
-                    )
-                });
-                assert!(
-                    seq.shape().first() == Some(&(w[1] - w[0])),
-                    "PackedBatch::pack: sequence {i} has shape {:?}, but {} tokens were packed for it",
-                    seq.shape(),
-                    w[1] - w[0]
-                );
-                seq.clone()
-            })
-            .collect();
+        // A loop, not a closure: `#[track_caller]` does not reach into one.
+        let mut parts = Vec::with_capacity(self.sequences.len());
+        for (&i, w) in self.sequences.iter().zip(self.cu_seqlens.windows(2)) {
+            let Some(seq) = seqs.get(i) else {
+                panic!(
+                    "PackedBatch::pack: sequence {i} is packed but only {} were given",
+                    seqs.len()
+                )
+            };
+            assert!(
+                seq.shape().first() == Some(&(w[1] - w[0])),
+                "PackedBatch::pack: sequence {i} has shape {:?}, but {} tokens were packed for it",
+                seq.shape(),
+                w[1] - w[0]
+            );
+            parts.push(seq.clone());
+        }
         Tensor::cat(&parts, 0)
     }
 

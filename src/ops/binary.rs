@@ -16,7 +16,10 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 // d(a + b) = da + db
 #[track_caller]
 fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
-    let out = out.unwrap_or_else(|| zip_map("add", a, b, |x, y| x + y));
+    let out = match out {
+        Some(out) => out,
+        None => zip_map("add", a, b, |x, y| x + y),
+    };
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record("AddBackward", &[a, b], out, &[], move |ctx, g| {
         smallvec![
@@ -29,7 +32,10 @@ fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 // d(a - b) = da - db
 #[track_caller]
 fn sub<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
-    let out = out.unwrap_or_else(|| zip_map("sub", a, b, |x, y| x - y));
+    let out = match out {
+        Some(out) => out,
+        None => zip_map("sub", a, b, |x, y| x - y),
+    };
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record("SubBackward", &[a, b], out, &[], move |ctx, g| {
         smallvec![
@@ -56,7 +62,10 @@ fn save_for_other<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> SmallVec<[Role; 2]>
 // d(a * b) = b da + a db
 #[track_caller]
 fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
-    let out = out.unwrap_or_else(|| zip_map("mul", a, b, |x, y| x * y));
+    let out = match out {
+        Some(out) => out,
+        None => zip_map("mul", a, b, |x, y| x * y),
+    };
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     record(
         "MulBackward",
@@ -75,7 +84,10 @@ fn mul<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<
 // d(a / b) = da / b - a db / b²
 #[track_caller]
 fn div<T: Float>(a: &Tensor<T>, b: &Tensor<T>, out: Option<Value<T>>) -> Tensor<T> {
-    let out = out.unwrap_or_else(|| zip_map("div", a, b, |x, y| x / y));
+    let out = match out {
+        Some(out) => out,
+        None => zip_map("div", a, b, |x, y| x / y),
+    };
     let (sa, sb) = (dims(a.shape()), dims(b.shape()));
     let saves: &[Role] = if b.requires_grad() {
         &[Role::Input(0), Role::Input(1)]
@@ -286,55 +298,75 @@ impl<T: Float> Tensor<T> {
 /// `$saves_lhs(rhs)` / `$saves_rhs(lhs)` say.
 macro_rules! tensor_operator {
     ($Trait:ident, $method:ident, $tensor_fn:ident, $scalar_fn:ident, $f:expr, $saves_lhs:expr, $saves_rhs:expr) => {
+        // `#[track_caller]` on each, and `match`es rather than closures
+        // (it does not reach into one), so that a shape error points at
+        // the user's `a + b`.
         impl<T: Float> $Trait<&Tensor<T>> for &Tensor<T> {
             type Output = Tensor<T>;
+            #[track_caller]
             fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
                 $tensor_fn(self, rhs, None)
             }
         }
         impl<T: Float> $Trait<Tensor<T>> for &Tensor<T> {
             type Output = Tensor<T>;
+            #[track_caller]
             fn $method(self, rhs: Tensor<T>) -> Tensor<T> {
                 let f = |y, x| $f(x, y);
-                zip_reusing_leaf(rhs, self, f).unwrap_or_else(|mut rhs| {
-                    let out = (!$saves_rhs(self))
-                        .then(|| zip_reusing_buffer(&mut rhs, self, f))
-                        .flatten();
-                    $tensor_fn(self, &rhs, out)
-                })
+                match zip_reusing_leaf(rhs, self, f) {
+                    Ok(done) => done,
+                    Err(mut rhs) => {
+                        let out = match $saves_rhs(self) {
+                            true => None,
+                            false => zip_reusing_buffer(&mut rhs, self, f),
+                        };
+                        $tensor_fn(self, &rhs, out)
+                    }
+                }
             }
         }
         impl<T: Float> $Trait<&Tensor<T>> for Tensor<T> {
             type Output = Tensor<T>;
+            #[track_caller]
             fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
-                zip_reusing_leaf(self, rhs, $f).unwrap_or_else(|mut lhs| {
-                    let out = (!$saves_lhs(rhs))
-                        .then(|| zip_reusing_buffer(&mut lhs, rhs, $f))
-                        .flatten();
-                    $tensor_fn(&lhs, rhs, out)
-                })
+                match zip_reusing_leaf(self, rhs, $f) {
+                    Ok(done) => done,
+                    Err(mut lhs) => {
+                        let out = match $saves_lhs(rhs) {
+                            true => None,
+                            false => zip_reusing_buffer(&mut lhs, rhs, $f),
+                        };
+                        $tensor_fn(&lhs, rhs, out)
+                    }
+                }
             }
         }
         impl<T: Float> $Trait<Tensor<T>> for Tensor<T> {
             type Output = Tensor<T>;
+            #[track_caller]
             fn $method(self, rhs: Tensor<T>) -> Tensor<T> {
                 self.$method(&rhs)
             }
         }
         impl<T: Float> $Trait<T> for &Tensor<T> {
             type Output = Tensor<T>;
+            #[track_caller]
             fn $method(self, rhs: T) -> Tensor<T> {
                 $scalar_fn(self, rhs, None)
             }
         }
         impl<T: Float> $Trait<T> for Tensor<T> {
             type Output = Tensor<T>;
+            #[track_caller]
             fn $method(self, rhs: T) -> Tensor<T> {
                 let f = |x| $f(x, rhs);
-                map_reusing_leaf(self, f).unwrap_or_else(|mut lhs| {
-                    let out = map_reusing_buffer(&mut lhs, f);
-                    $scalar_fn(&lhs, rhs, out)
-                })
+                match map_reusing_leaf(self, f) {
+                    Ok(done) => done,
+                    Err(mut lhs) => {
+                        let out = map_reusing_buffer(&mut lhs, f);
+                        $scalar_fn(&lhs, rhs, out)
+                    }
+                }
             }
         }
     };

@@ -65,26 +65,23 @@ impl<T: Float> Tensor<T> {
             ws.len() == 2,
             "embedding: weight must be 2-D [num_embeddings, embedding_dim], got shape {ws:?}"
         );
-        let ids: Vec<usize> = self
-            .to_vec()
-            .into_iter()
-            .enumerate()
-            .map(|(at, v)| {
-                assert!(
-                    v.fract() == T::zero(),
-                    "embedding: id {v} (at position {at} of ids of shape {:?}) is not a whole number",
-                    self.shape()
-                );
-                assert!(
-                    v >= T::zero() && v < T::of(ws[0] as f64),
-                    "embedding: id {v} (at position {at} of ids of shape {:?}) is out of range for \
-                     {} embeddings (weight of shape {ws:?})",
-                    self.shape(),
-                    ws[0]
-                );
-                v.as_f64() as usize
-            })
-            .collect();
+        // A loop, not a closure: `#[track_caller]` does not reach into one.
+        let mut ids = Vec::with_capacity(self.numel());
+        for (at, v) in self.to_vec().into_iter().enumerate() {
+            assert!(
+                v.fract() == T::zero(),
+                "embedding: id {v} (at position {at} of ids of shape {:?}) is not a whole number",
+                self.shape()
+            );
+            assert!(
+                v >= T::zero() && v < T::of(ws[0] as f64),
+                "embedding: id {v} (at position {at} of ids of shape {:?}) is out of range for \
+                 {} embeddings (weight of shape {ws:?})",
+                self.shape(),
+                ws[0]
+            );
+            ids.push(v.as_f64() as usize);
+        }
         let mut shape = dims(self.shape());
         shape.push(ws[1]);
         weight.index_select(0, &ids).reshape(&shape)

@@ -49,11 +49,12 @@ impl<T: Float> Tensor<T> {
         }
         // The operands' data is taken (and their locks released) before this
         // tensor's write lock: a writer holds no other lock while it waits.
-        let operands = operands.map(|o| {
-            let v = o.value();
-            check_broadcasts_to(op, &v.shape, self.shape());
-            v
-        });
+        // Checked before the closure below, which `#[track_caller]` does
+        // not reach into (a tensor's shape never changes).
+        for o in operands {
+            check_broadcasts_to(op, o.shape(), self.shape());
+        }
+        let operands = operands.map(Tensor::value);
         let mut data = self.data_mut();
         let whole = data.is_contiguous() && data.numel() == data.buf.data.len();
         if !whole || Arc::get_mut(&mut data.buf).is_none() {

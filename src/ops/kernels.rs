@@ -40,6 +40,12 @@ pub(crate) fn map<T: Float>(x: &Value<T>, f: impl Fn(T) -> T) -> Value<T> {
 /// **Panics** (naming `op` and both shapes) if they do not broadcast.
 #[track_caller]
 pub(crate) fn zip_map<T: Float>(op: &str, a: &Tensor<T>, b: &Tensor<T>, f: impl Fn(T, T) -> T) -> Value<T> {
+    // Checked here, not only in the closure below, so that a mismatch
+    // points at the user's line: `#[track_caller]` does not reach into a
+    // closure. (A tensor's shape never changes.)
+    if a.shape() != b.shape() {
+        broadcast_shape(op, a.shape(), b.shape());
+    }
     Tensor::read_pair(a, b, |a, b| zip_values(op, a, b, f))
 }
 
@@ -123,7 +129,10 @@ pub(crate) fn zip_reusing_operand<T: Float>(
     } else {
         zip_reusing_buffer(&mut a, b, &f)
     };
-    let out = out.unwrap_or_else(|| zip_map(op, &a, b, &f));
+    let out = match out {
+        Some(out) => out,
+        None => zip_map(op, &a, b, &f),
+    };
     Err((a, out))
 }
 

@@ -20,10 +20,9 @@ impl<T: Float> Tensor<T> {
     /// warning, which turns `[N, 1]` against `[N]` into an `[N, N]` loss).
     #[track_caller]
     pub fn mse_loss(&self, target: &Tensor<T>) -> Tensor<T> {
-        assert_eq!(
-            self.shape(),
-            target.shape(),
-            "mse_loss: input shape {:?} and target shape {:?} differ",
+        assert!(
+            self.shape() == target.shape(),
+            "mse_loss: input shape {:?} and target shape {:?} differ (reshape one to the other's shape)",
             self.shape(),
             target.shape()
         );
@@ -79,10 +78,10 @@ impl<T: Float> Tensor<T> {
     /// **Panics** if the shapes differ.
     #[track_caller]
     pub fn binary_cross_entropy_with_logits(&self, target: &Tensor<T>) -> Tensor<T> {
-        assert_eq!(
-            self.shape(),
-            target.shape(),
-            "binary_cross_entropy_with_logits: input shape {:?} and target shape {:?} differ",
+        assert!(
+            self.shape() == target.shape(),
+            "binary_cross_entropy_with_logits: input shape {:?} and target shape {:?} differ (reshape \
+             one to the other's shape)",
             self.shape(),
             target.shape()
         );
@@ -117,9 +116,8 @@ fn class_index(op: &str, shape: &[usize], targets: &[usize]) -> ArrayD<usize> {
         "{op}: expects input of shape [N, C], got {shape:?}"
     );
     let (n, c) = (shape[0], shape[1]);
-    assert_eq!(
-        targets.len(),
-        n,
+    assert!(
+        targets.len() == n,
         "{op}: {} targets for a batch of {n} (input shape {shape:?})",
         targets.len()
     );

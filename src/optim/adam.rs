@@ -1,7 +1,7 @@
 //! Adam (`torch.optim.Adam`), with L2 weight decay and AMSGrad; AdamW
 //! (src/optim/adamw.rs) is the same update with decoupled weight decay.
 
-use super::{check_non_negative, zero_grads, Optimizer};
+use super::{check_leaves, check_non_negative, zero_grads, Optimizer};
 use crate::{Float, Tensor};
 
 /// Adam (`torch.optim.Adam`): running averages of the gradient and of its
@@ -58,9 +58,12 @@ impl<T: Float> Adam<T> {
     /// assert_eq!(Adam::new(vec![w], 1e-3).lr(), 1e-3);
     /// ```
     ///
-    /// **Panics** if `lr` is negative or NaN.
+    /// **Panics** if `lr` is negative or NaN, or if a parameter is not a
+    /// leaf.
+    #[track_caller]
     pub fn new(params: Vec<Tensor<T>>, lr: T) -> Self {
         check_non_negative("Adam::new", "learning rate", lr);
+        check_leaves("Adam::new", &params);
         let state = (0..params.len()).map(|_| None).collect();
         Adam {
             params,
@@ -93,6 +96,7 @@ impl<T: Float> Adam<T> {
     /// ```
     ///
     /// **Panics** unless both are in [0, 1).
+    #[track_caller]
     pub fn betas(mut self, beta1: T, beta2: T) -> Self {
         for (i, b) in [beta1, beta2].into_iter().enumerate() {
             assert!(
@@ -119,6 +123,7 @@ impl<T: Float> Adam<T> {
     /// ```
     ///
     /// **Panics** if `eps` is negative or NaN.
+    #[track_caller]
     pub fn eps(mut self, eps: T) -> Self {
         check_non_negative("Adam", "epsilon value", eps);
         self.eps = eps;
@@ -141,6 +146,7 @@ impl<T: Float> Adam<T> {
     /// ```
     ///
     /// **Panics** if `weight_decay` is negative or NaN.
+    #[track_caller]
     pub fn weight_decay(mut self, weight_decay: T) -> Self {
         check_non_negative("Adam", "weight_decay value", weight_decay);
         self.weight_decay = weight_decay;

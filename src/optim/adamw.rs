@@ -31,7 +31,9 @@ impl<T: Float> AdamW<T> {
     /// assert_eq!(AdamW::new(vec![w], 1e-3).lr(), 1e-3);
     /// ```
     ///
-    /// **Panics** if `lr` is negative or NaN.
+    /// **Panics** if `lr` is negative or NaN, or if a parameter is not a
+    /// leaf.
+    #[track_caller]
     pub fn new(params: Vec<Tensor<T>>, lr: T) -> Self {
         AdamW(Adam::new(params, lr).weight_decay(T::of(0.01)).decoupled())
     }
@@ -54,6 +56,7 @@ impl<T: Float> AdamW<T> {
     /// ```
     ///
     /// **Panics** unless both are in [0, 1).
+    #[track_caller]
     pub fn betas(self, beta1: T, beta2: T) -> Self {
         AdamW(self.0.betas(beta1, beta2))
     }
@@ -72,6 +75,7 @@ impl<T: Float> AdamW<T> {
     /// ```
     ///
     /// **Panics** if `eps` is negative or NaN.
+    #[track_caller]
     pub fn eps(self, eps: T) -> Self {
         AdamW(self.0.eps(eps))
     }
@@ -97,6 +101,7 @@ impl<T: Float> AdamW<T> {
     /// ```
     ///
     /// **Panics** if `weight_decay` is negative or NaN.
+    #[track_caller]
     pub fn weight_decay(self, weight_decay: T) -> Self {
         AdamW(self.0.weight_decay(weight_decay))
     }

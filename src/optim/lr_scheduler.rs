@@ -48,6 +48,7 @@ impl<T: Float> StepLr<T> {
     /// ```
     ///
     /// **Panics** if `step_size` is 0.
+    #[track_caller]
     pub fn new<O: Optimizer<T> + ?Sized>(opt: &O, step_size: usize, gamma: T) -> Self {
         // The recursive form reads the rate at each step, not here.
         let _ = opt;
@@ -120,6 +121,7 @@ impl<T: Float> CosineAnnealingLr<T> {
     /// ```
     ///
     /// **Panics** if `t_max` is 0.
+    #[track_caller]
     pub fn new<O: Optimizer<T> + ?Sized>(opt: &O, t_max: usize, eta_min: T) -> Self {
         assert!(
             t_max > 0,

@@ -123,7 +123,25 @@ fn zero_grads<T: Float>(params: &[Tensor<T>]) {
     params.iter().for_each(Tensor::zero_grad);
 }
 
+/// **Panics**, naming `op`, if a parameter is not a leaf (as PyTorch's
+/// "can't optimize a non-leaf Tensor"): a non-leaf gets no `.grad`, so the
+/// optimizer would skip it for ever.
+#[track_caller]
+fn check_leaves<T: Float>(op: &str, params: &[Tensor<T>]) {
+    for (i, p) in params.iter().enumerate() {
+        assert!(
+            p.is_leaf(),
+            "{op}: parameter {i} (shape {:?}) is not a leaf: it was made by {}, so it gets no gradient; \
+             pass the leaf tensors themselves (a module's `parameters()`), or `detach()` it and call \
+             `set_requires_grad(true)` on the copy",
+            p.shape(),
+            p.grad_fn_name().unwrap_or_default()
+        );
+    }
+}
+
 /// **Panics**, naming `what` of `op`, unless `v ≥ 0` (NaN included).
+#[track_caller]
 fn check_non_negative<T: Float>(op: &str, what: &str, v: T) {
     assert!(v >= T::zero(), "{op}: invalid {what}: {v} (must be >= 0)");
 }

@@ -1,7 +1,7 @@
 //! Stochastic gradient descent, with momentum, dampening, Nesterov momentum
 //! and weight decay (`torch.optim.SGD`).
 
-use super::{check_non_negative, zero_grads, Optimizer};
+use super::{check_leaves, check_non_negative, zero_grads, Optimizer};
 use crate::{Float, Tensor};
 
 /// Stochastic gradient descent (`torch.optim.SGD`): plain by default;
@@ -43,9 +43,12 @@ impl<T: Float> Sgd<T> {
     /// assert_eq!(opt.lr(), 0.01);
     /// ```
     ///
-    /// **Panics** if `lr` is negative or NaN.
+    /// **Panics** if `lr` is negative or NaN, or if a parameter is not a
+    /// leaf.
+    #[track_caller]
     pub fn new(params: Vec<Tensor<T>>, lr: T) -> Self {
         check_non_negative("Sgd::new", "learning rate", lr);
+        check_leaves("Sgd::new", &params);
         let buffers = vec![None; params.len()];
         Sgd {
             params,
@@ -75,6 +78,7 @@ impl<T: Float> Sgd<T> {
     /// ```
     ///
     /// **Panics** if `momentum` is negative or NaN.
+    #[track_caller]
     pub fn momentum(mut self, momentum: T) -> Self {
         check_non_negative("Sgd::momentum", "momentum value", momentum);
         self.momentum = momentum;
@@ -142,6 +146,7 @@ impl<T: Float> Sgd<T> {
     /// ```
     ///
     /// **Panics** if `weight_decay` is negative or NaN.
+    #[track_caller]
     pub fn weight_decay(mut self, weight_decay: T) -> Self {
         check_non_negative("Sgd::weight_decay", "weight_decay value", weight_decay);
         self.weight_decay = weight_decay;
@@ -164,6 +169,7 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
     ///
     /// **Panics** if Nesterov momentum is on without a momentum, or with a
     /// dampening (as PyTorch refuses it).
+    #[track_caller]
     fn step(&mut self) {
         let (zero, one) = (T::zero(), T::one());
         let (lr, mu, wd) = (self.lr, self.momentum, self.weight_decay);

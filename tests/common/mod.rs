@@ -97,6 +97,11 @@ pub fn in_child_process(name: &str, timeout: std::time::Duration, body: impl FnO
 /// The message of the panic `f` raises (panics if it returns).
 pub fn panic_message(f: impl FnOnce()) -> String {
     let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("expected a panic");
+    payload_message(payload)
+}
+
+/// The message a panic's payload carries (a `String` or a `&str`).
+fn payload_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(s) => *s,
         Err(payload) => payload
@@ -104,4 +109,39 @@ pub fn panic_message(f: impl FnOnce()) -> String {
             .expect("a string message")
             .to_string(),
     }
+}
+
+/// The message of the panic `f` raises and the source location
+/// (`file:line`) the panic reports; `None` if `f` returns. The location is
+/// read by a panic hook, installed once and passing every other panic on to
+/// the hook it replaced, so the rest of the test binary prints as before.
+pub fn panic_message_and_location(f: impl FnOnce()) -> Option<(String, String)> {
+    use std::cell::RefCell;
+    thread_local! {
+        /// `Some` while this thread runs `f`: the location of its panic.
+        static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let recorded = CAUGHT.with(|c| match c.borrow_mut().as_mut() {
+                Some(at) => {
+                    *at = info.location().map_or_else(
+                        || "<unknown>".to_string(),
+                        |l| format!("{}:{}", l.file(), l.line()),
+                    );
+                    true
+                }
+                None => false,
+            });
+            if !recorded {
+                previous(info);
+            }
+        }));
+    });
+    CAUGHT.with(|c| *c.borrow_mut() = Some(String::new()));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let location = CAUGHT.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    result.err().map(|payload| (payload_message(payload), location))
 }
