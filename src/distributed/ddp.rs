@@ -522,8 +522,10 @@ impl<T: Element> Reducer<T> {
     }
 
     /// Sends the buckets that are full, in order.
+    /// The last bucket is not sent: the end of backward averages it
+    /// itself, after the others (see `finish`).
     fn send_ready(&self, step: &mut Step<T>) {
-        while step.next < self.buckets.len() && step.waiting[step.next] == 0 {
+        while step.next + 1 < self.buckets.len() && step.waiting[step.next] == 0 {
             self.send(step);
         }
     }
@@ -545,6 +547,17 @@ impl<T: Element> Reducer<T> {
                 )))
             }
         }
+    }
+
+    /// The average of `data` over the ranks, and the seconds it took.
+    fn average(&self, mut data: Vec<T>) -> (Result<Vec<T>, CommError>, f64) {
+        let start = Instant::now();
+        let scale = T::one() / T::of(self.group.world_size() as f64);
+        let result = self.group.all_reduce_sum(T::elements(&mut data)).map(|()| {
+            data.iter_mut().for_each(|x| *x = *x * scale);
+            data
+        });
+        (result, start.elapsed().as_secs_f64())
     }
 
     /// When backward ends: sends the buckets not sent yet (their missing
@@ -569,13 +582,22 @@ impl<T: Element> Reducer<T> {
                 }
             }
         }
-        while step.next < self.buckets.len() {
+        let last = self.buckets.len() - 1;
+        while step.next < last {
             self.send(&mut step);
         }
         let start = Instant::now();
-        while step.results.iter().any(Option::is_none) {
+        while step.results[..last].iter().any(Option::is_none) {
             step = wait(&self.done, step);
         }
+        // The last bucket, here: no thread has to wake up to start it and
+        // then wake this one, and nothing is left to overlap it with. It
+        // goes after the others, so the ranks' collectives stay in order.
+        let data = step.filling[last].take().expect("the last bucket is not sent");
+        step.next = last + 1;
+        let (result, seconds) = self.average(data);
+        step.results[last] = Some(result);
+        step.reduce_seconds += seconds;
         let exposed = start.elapsed().as_secs_f64();
         for (b, result) in step.results.iter_mut().enumerate() {
             let avg = match result.take().expect("waited for") {
@@ -622,17 +644,8 @@ impl<T: Element> Averaging for Reducer<T> {
 /// The communication thread: all-reduces the buckets it is sent, in
 /// order, and hands back their averages.
 fn communicate<T: Element>(reducer: &Reducer<T>, queue: Receiver<Job<T>>) {
-    let scale = T::one() / T::of(reducer.group.world_size() as f64);
-    for mut job in queue {
-        let start = Instant::now();
-        let result = reducer
-            .group
-            .all_reduce_sum(T::elements(&mut job.data))
-            .map(|()| {
-                job.data.iter_mut().for_each(|x| *x = *x * scale);
-                job.data
-            });
-        let seconds = start.elapsed().as_secs_f64();
+    for job in queue {
+        let (result, seconds) = reducer.average(job.data);
         let mut step = lock(&reducer.step);
         if step.backward == job.backward {
             step.results[job.bucket] = Some(result);

@@ -9,6 +9,7 @@
 use super::{CommError, Elements, ProcessGroup};
 use crate::sync::lock;
 use std::ops::AddAssign;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,16 @@ struct Shared {
     timeout: Option<Duration>,
     round: Mutex<Round>,
     changed: Condvar,
+    /// `round.generation`, readable without the lock.
+    completed: AtomicU64,
 }
+
+/// How long a rank that arrived first polls for the others before it
+/// sleeps: the ranks of a training step arrive within a fraction of a
+/// millisecond of each other, and a sleeping thread takes tens of
+/// microseconds more to be woken (and its core may have been given away).
+/// It yields while it polls, so a thread waiting for its core gets it.
+const POLL: Duration = Duration::from_micros(200);
 
 /// The exchange in progress.
 #[derive(Debug)]
@@ -123,6 +133,7 @@ impl ThreadGroup {
                 left: vec![false; size],
             }),
             changed: Condvar::new(),
+            completed: AtomicU64::new(0),
         });
         (0..size)
             .map(|rank| ThreadGroup {
@@ -150,8 +161,15 @@ impl ThreadGroup {
             round.result = Arc::new(all);
             round.arrived = 0;
             round.generation += 1;
+            shared.completed.store(round.generation, Ordering::Release);
             shared.changed.notify_all();
         } else {
+            drop(round);
+            let polled = Instant::now();
+            while shared.completed.load(Ordering::Acquire) == generation && polled.elapsed() < POLL {
+                std::thread::yield_now();
+            }
+            round = lock(&shared.round);
             let deadline = shared.timeout.map(|t| Instant::now() + t);
             while round.generation == generation {
                 if let Err(e) = round.check() {
