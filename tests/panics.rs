@@ -17,7 +17,7 @@ use tapegrad::nn::functional::{
 use tapegrad::nn::{
     Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d, Module, MultiheadAttention,
 };
-use tapegrad::optim::{Adam, CosineAnnealingLr, Optimizer, Sgd, StepLr};
+use tapegrad::optim::{Adam, AdamW, CosineAnnealingLr, Optimizer, Sgd, StepLr};
 use tapegrad::prelude::*;
 
 /// Where a panic must report itself.
@@ -499,6 +499,18 @@ const CASES: &[Case] = &[
         what: "an optimizer given a tensor that is not a leaf",
         run: || drop(Adam::new(vec![leaf3(), &leaf3() * 2.0], 1e-3)),
         expect: &["Adam::new", "parameter 1", "[3]", "not a leaf", "MulBackward"],
+        at: At::Caller,
+    },
+    Case {
+        what: "AdamW with a negative learning rate names AdamW",
+        run: || drop(AdamW::new(vec![leaf3()], -1e-3)),
+        expect: &["AdamW::new", "learning rate"],
+        at: At::Caller,
+    },
+    Case {
+        what: "AdamW with beta2 = 1 names AdamW",
+        run: || drop(AdamW::new(vec![leaf3()], 1e-3).betas(0.9, 1.0)),
+        expect: &["AdamW: invalid beta", "index 1"],
         at: At::Caller,
     },
     Case {

@@ -62,8 +62,23 @@ impl<T: Float> Adam<T> {
     /// leaf.
     #[track_caller]
     pub fn new(params: Vec<Tensor<T>>, lr: T) -> Self {
-        check_non_negative("Adam::new", "learning rate", lr);
-        check_leaves("Adam::new", &params);
+        Self::made_by("Adam::new", params, lr)
+    }
+
+    /// The optimizer's name in messages.
+    fn name(&self) -> &'static str {
+        if self.decoupled {
+            "AdamW"
+        } else {
+            "Adam"
+        }
+    }
+
+    /// `new`, for `op` (`Adam::new` or `AdamW::new`, named in panics).
+    #[track_caller]
+    pub(crate) fn made_by(op: &str, params: Vec<Tensor<T>>, lr: T) -> Self {
+        check_non_negative(op, "learning rate", lr);
+        check_leaves(op, &params);
         let state = (0..params.len()).map(|_| None).collect();
         Adam {
             params,
@@ -101,7 +116,8 @@ impl<T: Float> Adam<T> {
         for (i, b) in [beta1, beta2].into_iter().enumerate() {
             assert!(
                 b >= T::zero() && b < T::one(),
-                "Adam: invalid beta parameter at index {i}: {b} (must be in [0, 1))"
+                "{}: invalid beta parameter at index {i}: {b} (must be in [0, 1))",
+                self.name()
             );
         }
         self.beta1 = beta1;
@@ -125,7 +141,7 @@ impl<T: Float> Adam<T> {
     /// **Panics** if `eps` is negative or NaN.
     #[track_caller]
     pub fn eps(mut self, eps: T) -> Self {
-        check_non_negative("Adam", "epsilon value", eps);
+        check_non_negative(self.name(), "epsilon value", eps);
         self.eps = eps;
         self
     }
@@ -148,7 +164,7 @@ impl<T: Float> Adam<T> {
     /// **Panics** if `weight_decay` is negative or NaN.
     #[track_caller]
     pub fn weight_decay(mut self, weight_decay: T) -> Self {
-        check_non_negative("Adam", "weight_decay value", weight_decay);
+        check_non_negative(self.name(), "weight_decay value", weight_decay);
         self.weight_decay = weight_decay;
         self
     }
@@ -187,6 +203,11 @@ impl<T: Float> Adam<T> {
     /// The step of Adam, or of AdamW when `decoupled`: each line of the
     /// algorithm is one fused pass over the parameter's elements, in place.
     pub(super) fn update(&mut self) {
+        let step_op = if self.decoupled {
+            "AdamW::step"
+        } else {
+            "Adam::step"
+        };
         let one = T::one();
         let (lr, beta1, beta2, eps, wd) = (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay);
         let l2 = !self.decoupled && wd != T::zero();
@@ -207,11 +228,11 @@ impl<T: Float> Adam<T> {
                 }
                 // m ← β₁ m + (1 - β₁) g, as PyTorch computes it: a lerp
                 // from m towards g by 1 - β₁
-                s.avg.update_("Adam::step", [&g, p], |m, [g, theta]| {
+                s.avg.update_(step_op, [&g, p], |m, [g, theta]| {
                     lerp(m, decayed(g, theta), one - beta1)
                 });
                 // v ← β₂ v + (1 - β₂) g²
-                s.avg_sq.update_("Adam::step", [&g, p], |v, [g, theta]| {
+                s.avg_sq.update_(step_op, [&g, p], |v, [g, theta]| {
                     let g = decayed(g, theta);
                     v * beta2 + (one - beta2) * g * g
                 });
@@ -220,7 +241,7 @@ impl<T: Float> Adam<T> {
                         let max = s.max_avg_sq.get_or_insert_with(|| Tensor::zeros(p.shape()));
                         // NaN propagates, as torch.maximum
                         max.update_(
-                            "Adam::step",
+                            step_op,
                             [&s.avg_sq],
                             |a, [b]| if b > a || b.is_nan() { b } else { a },
                         );
@@ -233,7 +254,7 @@ impl<T: Float> Adam<T> {
                 let step_size = T::of(lr.as_f64() / (1.0 - beta1.as_f64().powf(t)));
                 let correction2_sqrt = T::of((1.0 - beta2.as_f64().powf(t)).sqrt());
                 // θ ← θ - (γ / (1 - β₁ᵗ)) m / (√v / √(1 - β₂ᵗ) + ε)
-                p.update_("Adam::step", [&s.avg, v], |theta, [m, v]| {
+                p.update_(step_op, [&s.avg, v], |theta, [m, v]| {
                     theta + -step_size * m / (v.sqrt() / correction2_sqrt + eps)
                 });
             }

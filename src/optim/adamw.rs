@@ -35,7 +35,11 @@ impl<T: Float> AdamW<T> {
     /// leaf.
     #[track_caller]
     pub fn new(params: Vec<Tensor<T>>, lr: T) -> Self {
-        AdamW(Adam::new(params, lr).weight_decay(T::of(0.01)).decoupled())
+        AdamW(
+            Adam::made_by("AdamW::new", params, lr)
+                .decoupled()
+                .weight_decay(T::of(0.01)),
+        )
     }
 
     /// The decay rates of the two running averages (default 0.9, 0.999).
