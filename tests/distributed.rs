@@ -100,11 +100,7 @@ fn a_checkpointed_model_averages_the_same_gradients() {
     let expected = single_process(Opt::Adam);
     let ranks = on_threads(2, |g| {
         let rank = g.rank();
-        let m = Arc::new(ddp_case::model());
-        if rank == 0 {
-            ddp_case::set_fixed(&*m);
-        }
-        let ddp = DistributedDataParallel::new(Checkpointed(m), g);
+        let ddp = DistributedDataParallel::new(Checkpointed(Arc::new(ddp_case::replica(rank))), g);
         let (x, y) = ddp_case::batch();
         let (x, y) = (x.narrow(0, rank * 12, 12), y.narrow(0, rank * 12, 12));
         let mut opt = ddp_case::optimizer(ddp.parameters(), Opt::Adam);
@@ -125,35 +121,16 @@ fn a_checkpointed_model_averages_the_same_gradients() {
 fn gradients_accumulated_over_two_backwards_are_averaged_as_one_batch() {
     // Two half-shards per rank, one optimizer step: as one process on the
     // whole batch with the loss summed over its two halves.
-    let (x, y) = ddp_case::batch();
-    let expected = {
-        let m = ddp_case::model();
-        ddp_case::set_fixed(&m);
-        for half in 0..2 {
-            let rows = |t: &Tensor<f64>| t.narrow(0, half * 12, 12);
-            m.forward(&rows(&x)).mse_loss(&rows(&y)).backward();
-        }
-        m.parameters()
-            .iter()
-            .map(|p| p.grad().unwrap().to_vec())
-            .collect::<Vec<_>>()
-    };
+    let expected = ddp_case::accumulated_over_halves();
     let ranks = on_threads(2, move |g| {
         let rank = g.rank();
-        let m = ddp_case::model();
-        if rank == 0 {
-            ddp_case::set_fixed(&m);
-        }
-        let ddp = DistributedDataParallel::new(m, g);
+        let ddp = DistributedDataParallel::new(ddp_case::replica(rank), g);
         let (x, y) = ddp_case::batch();
         for half in 0..2 {
             let rows = |t: &Tensor<f64>| t.narrow(0, half * 12 + rank * 6, 6);
             ddp.forward(&rows(&x)).mse_loss(&rows(&y)).backward();
         }
-        ddp.parameters()
-            .iter()
-            .map(|p| p.grad().unwrap().to_vec())
-            .collect::<Vec<_>>()
+        ddp_case::grads(&ddp)
     });
     for r in ranks {
         let d = max_diff(&r.unwrap(), &expected);
@@ -349,37 +326,16 @@ fn a_zero_sized_group_is_refused() {
 #[test]
 fn no_sync_accumulates_locally_and_the_next_backward_averages_the_sums() {
     // Same as accumulating over two backwards, communicating once.
-    let (x, y) = ddp_case::batch();
-    let expected = {
-        let m = ddp_case::model();
-        ddp_case::set_fixed(&m);
-        for half in 0..2 {
-            let rows = |t: &Tensor<f64>| t.narrow(0, half * 12, 12);
-            m.forward(&rows(&x)).mse_loss(&rows(&y)).backward();
-        }
-        m.parameters()
-            .iter()
-            .map(|p| p.grad().unwrap().to_vec())
-            .collect::<Vec<_>>()
-    };
+    let expected = ddp_case::accumulated_over_halves();
     let ranks = on_threads(2, move |g| {
         let rank = g.rank();
-        let m = ddp_case::model();
-        if rank == 0 {
-            ddp_case::set_fixed(&m);
-        }
-        let ddp = DistributedDataParallel::new(m, g);
+        let ddp = DistributedDataParallel::new(ddp_case::replica(rank), g);
         let (x, y) = ddp_case::batch();
         let rows = |half: usize, t: &Tensor<f64>| t.narrow(0, half * 12 + rank * 6, 6);
         ddp.no_sync(|| ddp.forward(&rows(0, &x)).mse_loss(&rows(0, &y)).backward());
         let local = ddp.parameters()[0].grad().unwrap().to_vec();
         ddp.forward(&rows(1, &x)).mse_loss(&rows(1, &y)).backward();
-        let grads = ddp
-            .parameters()
-            .iter()
-            .map(|p| p.grad().unwrap().to_vec())
-            .collect::<Vec<_>>();
-        (local, grads, ddp.stats().backwards)
+        (local, ddp_case::grads(&ddp), ddp.stats().backwards)
     });
     let ranks: Vec<_> = ranks.into_iter().map(Result::unwrap).collect();
     assert_ne!(

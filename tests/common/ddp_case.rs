@@ -39,6 +39,37 @@ pub fn set_fixed(m: &dyn Module<f64>) {
     }
 }
 
+/// This rank's replica before DDP: the fixed values on rank 0, random
+/// ones elsewhere.
+pub fn replica(rank: usize) -> Sequential<f64> {
+    let m = model();
+    if rank == 0 {
+        set_fixed(&m);
+    }
+    m
+}
+
+/// Every parameter's `.grad`.
+pub fn grads(m: &dyn Module<f64>) -> Vec<Vec<f64>> {
+    m.parameters()
+        .iter()
+        .map(|p| p.grad().unwrap().to_vec())
+        .collect()
+}
+
+/// One process, gradients accumulated over two backwards, one per half
+/// of the batch: what the ranks' accumulated averages must equal.
+pub fn accumulated_over_halves() -> Vec<Vec<f64>> {
+    let (x, y) = batch();
+    let m = model();
+    set_fixed(&m);
+    for half in 0..2 {
+        let rows = |t: &Tensor<f64>| t.narrow(0, half * BATCH / 2, BATCH / 2);
+        m.forward(&rows(&x)).mse_loss(&rows(&y)).backward();
+    }
+    grads(&m)
+}
+
 /// The whole batch: inputs and targets from fixed formulas.
 pub fn batch() -> (Tensor<f64>, Tensor<f64>) {
     let x: Vec<f64> = (0..BATCH * 4)
@@ -77,10 +108,7 @@ pub fn single_process(opt: Opt) -> Vec<Vec<f64>> {
 /// buckets, so that there are several).
 pub fn one_rank<G: ProcessGroup + 'static>(group: G, opt: Opt) -> Vec<Vec<f64>> {
     let (rank, n) = (group.rank(), group.world_size());
-    let m = model();
-    if rank == 0 {
-        set_fixed(&m);
-    }
+    let m = replica(rank);
     let options = DdpOptions {
         bucket_bytes: 300,
         first_bucket_bytes: 100,
