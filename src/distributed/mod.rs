@@ -10,7 +10,7 @@
 //! same training code runs over either.
 //!
 //! ```
-//! use tapegrad::distributed::{DistributedDataParallel, ThreadGroup};
+//! use tapegrad::distributed::{DistributedDataParallel, ProcessGroup, ThreadGroup};
 //! use tapegrad::nn::{Linear, Module};
 //! use tapegrad::optim::{Optimizer, Sgd};
 //! use tapegrad::Tensor;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 ///
 /// ```
 /// use tapegrad::distributed::{Elements, ProcessGroup, ThreadGroup};
-/// let sums: Vec<Vec<f32>> = ThreadGroup::new(3)
+/// let workers: Vec<_> = ThreadGroup::new(3)
 ///     .into_iter()
 ///     .map(|g| {
 ///         std::thread::spawn(move || {
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 ///             buf
 ///         })
 ///     })
-///     .map(|t| t.join().unwrap())
-///     .collect();
+///     .collect(); // every rank started before any is joined
+/// let sums: Vec<Vec<f32>> = workers.into_iter().map(|t| t.join().unwrap()).collect();
 /// assert_eq!(sums, vec![vec![3.0, 3.0]; 3]); // 0 + 1 + 2, 1 + 1 + 1
 /// ```
 #[derive(Debug)]
