@@ -20,9 +20,10 @@ impl<T: Float> Tensor<T> {
     /// warning, which turns `[N, 1]` against `[N]` into an `[N, N]` loss).
     #[track_caller]
     pub fn mse_loss(&self, target: &Tensor<T>) -> Tensor<T> {
-        assert_eq!(
-            self.shape(),
-            target.shape(),
+        // A plain assert: assert_eq! would put its `left:`/`right:` lines
+        // before the message, which then no longer starts with the op.
+        assert!(
+            self.shape() == target.shape(),
             "mse_loss: input shape {:?} and target shape {:?} differ",
             self.shape(),
             target.shape()
@@ -117,9 +118,8 @@ fn class_index(op: &str, shape: &[usize], targets: &[usize]) -> ArrayD<usize> {
         "{op}: expects input of shape [N, C], got {shape:?}"
     );
     let (n, c) = (shape[0], shape[1]);
-    assert_eq!(
-        targets.len(),
-        n,
+    assert!(
+        targets.len() == n,
         "{op}: {} targets for a batch of {n} (input shape {shape:?})",
         targets.len()
     );
