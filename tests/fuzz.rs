@@ -6,7 +6,7 @@
 //! and to central differences on small cases) or a panic of the crate's
 //! that names the op the program got wrong; nothing else.
 //!
-//! `cargo test --test fuzz` runs 300 programs (or 20 s). With
+//! `cargo test --test fuzz` runs 2,000 programs (or 20 s). With
 //! `TAPEGRAD_FUZZ_SECS=N` it runs for N seconds from seed
 //! `TAPEGRAD_FUZZ_START` (default: from the clock); `TAPEGRAD_FUZZ_SEED=S`
 //! replays one program, printing it. Programs run in a child process (this
@@ -96,12 +96,20 @@ fn child() {
             writeln!(out, "fail {seed}: {}", e.replace('\n', " ")).unwrap();
         }
     }
+    let covered: Vec<String> = interp::COVERED
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed).to_string())
+        .collect();
+    writeln!(out, "covered {}", covered.join(" ")).unwrap();
     writeln!(out, "done").unwrap();
 }
 
 /// Runs programs from `start` in child processes, `count` of them or for
-/// `secs`; returns how many ran and the failures (seed, why).
-fn drive(start: u64, count: u64, secs: u64) -> (u64, Vec<(u64, String)>) {
+/// `secs`; returns how many ran, the failures (seed, why), and what the
+/// checks covered ([`interp::COVERED`], summed over the children that
+/// finished).
+fn drive(start: u64, count: u64, secs: u64) -> (u64, Vec<(u64, String)>, [u64; 5]) {
+    let mut covered = [0u64; 5];
     let until = now_ms() + secs * 1000;
     let end = start.saturating_add(count);
     let (mut next, mut ran, mut failures) = (start, 0, vec![]);
@@ -131,6 +139,10 @@ fn drive(start: u64, count: u64, secs: u64) -> (u64, Vec<(u64, String)>) {
             } else if let Some(rest) = line.strip_prefix("fail ") {
                 let (seed, why) = rest.split_once(": ").unwrap_or((rest, ""));
                 failures.push((seed.parse().unwrap_or(0), why.to_string()));
+            } else if let Some(rest) = line.strip_prefix("covered ") {
+                for (c, n) in covered.iter_mut().zip(rest.split(' ')) {
+                    *c += n.parse::<u64>().unwrap_or(0);
+                }
             } else if line == "done" {
                 done = true;
             } else if line == "hang" {
@@ -153,7 +165,7 @@ fn drive(start: u64, count: u64, secs: u64) -> (u64, Vec<(u64, String)>) {
         failures.push((seed, why));
         next = seed + 1;
     }
-    (ran, failures)
+    (ran, failures, covered)
 }
 
 #[test]
@@ -176,14 +188,19 @@ fn fuzz() {
     let start = env_u64("TAPEGRAD_FUZZ_START").unwrap_or_else(|| if secs.is_some() { now_ms() } else { 0 });
     let (count, secs) = match secs {
         Some(s) => (u64::MAX, s),
-        None => (300, 20),
+        None => (2000, 20),
     };
     let clock = Instant::now();
-    let (ran, failures) = drive(start, count, secs);
+    let (ran, failures, covered) = drive(start, count, secs);
     println!(
         "fuzz: {ran} programs, {} seconds, {} failures (seeds from {start})",
         clock.elapsed().as_secs(),
         failures.len()
+    );
+    let [ck, fd, elems, panics, backward_panics] = covered;
+    println!(
+        "fuzz: compared with checkpoints {ck}, against central differences {fd} ({elems} elements), \
+         expected panics {panics} in forward and {backward_panics} in backward"
     );
     for (seed, why) in &failures {
         println!("fuzz: seed {seed}: {why}\n  replay: TAPEGRAD_FUZZ_SEED={seed} cargo test --test fuzz -- --nocapture");

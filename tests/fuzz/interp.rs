@@ -373,6 +373,9 @@ impl<'a> Ctx<'a> {
                 }
                 scope.truncate(before);
                 self.retained.truncate(retained);
+                if self.mode == Mode::Plain {
+                    count(3, 1);
+                }
                 Ok(())
             }
         }
@@ -504,6 +507,9 @@ impl<'a> Ctx<'a> {
                 if !expected {
                     return Err(format!("undocumented panic in backward: {msg:?}"));
                 }
+                if self.mode == Mode::Plain {
+                    count(4, 1);
+                }
                 outcome.backward_panic = Some(msg);
                 return Ok(outcome);
             }
@@ -518,6 +524,16 @@ impl<'a> Ctx<'a> {
         outcome.hook_calls = self.hook_calls.load(Ordering::Relaxed);
         Ok(outcome)
     }
+}
+
+/// What the checks covered, counted over the programs of this process:
+/// programs compared with their run without checkpoints, programs and
+/// elements checked against central differences, instructions that
+/// panicked as the model expected, backwards that panicked as allowed.
+pub static COVERED: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
+
+fn count(i: usize, n: usize) {
+    COVERED[i].fetch_add(n, Ordering::Relaxed);
 }
 
 /// Whether two gradients agree to 1e-12 (relative), `None` as zeros.
@@ -561,6 +577,7 @@ pub fn check(prog: &Program) -> Result<(), String> {
             && ck.backward_panic.as_ref().is_some_and(|m| {
                 m.contains("modified by an inplace operation") && m.starts_with("checkpoint #")
             });
+        count(0, 1);
         if ck_only {
             return differences(prog, &plain, &record, tie);
         }
@@ -646,6 +663,7 @@ fn differences(prog: &Program, outcome: &Outcome, record: &[Vec<f64>], tie: bool
     if !center.is_finite() || center.abs() > 1e6 {
         return Ok(());
     }
+    count(1, 1);
     let mut k = 0;
     for (i, leaf) in prog.leaves.iter().enumerate() {
         if !leaf.requires_grad {
@@ -657,6 +675,7 @@ fn differences(prog: &Program, outcome: &Outcome, record: &[Vec<f64>], tie: bool
             let diff = |h: f64| -> Result<f64, String> {
                 Ok((f(&moved(prog, i, j, h))? - f(&moved(prog, i, j, -h))?) / (2.0 * h))
             };
+            count(2, 1);
             let numeric = diff(1e-6)? * scale;
             let analytic = grad.as_ref().map_or(0.0, |g| g[j]);
             let tol = |n: f64| 1e-5 * (1.0 + center.abs()) + 1e-3 * n.abs();
