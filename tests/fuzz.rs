@@ -85,6 +85,8 @@ fn child() {
         }
     });
     let mut out = std::io::stdout();
+    // libtest has printed "test fuzz ... " with no newline.
+    writeln!(out).unwrap();
     for seed in from..from.saturating_add(count) {
         if now_ms() >= until {
             break;
