@@ -35,6 +35,8 @@ pub struct Ctx<'a> {
     hook_calls: Arc<AtomicUsize>,
     /// Top-level registers that retain their gradient.
     retained: Vec<Reg>,
+    /// The handles of the hooks registered outside checkpoints.
+    handles: Vec<Option<tapegrad::HookHandle>>,
     /// How deep in inline checkpoint bodies the run is.
     depth: usize,
     /// Whether an op met a tie (a kink at the point: `maximum` of equal
@@ -72,6 +74,20 @@ pub struct Outcome {
     pub hook_calls: usize,
 }
 
+/// Saved-tensor hooks that keep a copy of the data (as a hook moving
+/// values to disk would).
+struct CopyOut;
+
+impl SavedTensorsHooks<f64> for CopyOut {
+    type Packed = (Vec<f64>, Vec<usize>);
+    fn pack(&self, value: T) -> Self::Packed {
+        (value.to_vec(), value.shape().to_vec())
+    }
+    fn unpack(&self, (data, shape): &Self::Packed) -> T {
+        Tensor::from_vec(data.clone(), shape)
+    }
+}
+
 /// The weights `Σ g_i · v_i` of [`Backward::Double`] for a leaf of `n`
 /// elements.
 fn double_weights(n: usize) -> Vec<f64> {
@@ -86,6 +102,7 @@ impl<'a> Ctx<'a> {
             cursor: 0,
             hook_calls: Arc::new(AtomicUsize::new(0)),
             retained: vec![],
+            handles: vec![],
             depth: 0,
             tie: false,
         }
@@ -338,8 +355,28 @@ impl<'a> Ctx<'a> {
                         HookKind::WrongShape => Some(Tensor::zeros(&[g.numel() + 1])),
                     }
                 });
-                // Dropping the handle keeps the hook.
-                drop(handle);
+                // Dropping a handle keeps the hook.
+                if self.depth == 0 {
+                    self.handles.push(Some(handle));
+                }
+            }
+            Instr::RemoveHook { k } => {
+                if let Some(handle) = self.handles.get_mut(*k).and_then(Option::take) {
+                    handle.remove();
+                }
+            }
+            Instr::SavedHooks { body, .. } => {
+                let hooked = self.mode == Mode::Checkpointed;
+                let mut run = || {
+                    for i in body {
+                        self.exec(scope, i);
+                    }
+                };
+                if hooked {
+                    tapegrad::saved_tensors_hooks(CopyOut, run)
+                } else {
+                    run()
+                }
             }
             Instr::RetainGrad { a, .. } => {
                 scope[*a].retain_grad();
@@ -450,6 +487,10 @@ impl<'a> Ctx<'a> {
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
             match prog.backward {
                 Backward::Backward => loss.backward(),
+                Backward::With => {
+                    let out = &scope[prog.output.unwrap_or(scope.len() - 1)];
+                    out.backward_with(&Tensor::from_vec(prog.weights.clone(), out.shape()));
+                }
                 Backward::Twice { retain_graph } => {
                     loss.backward_opts(BackwardOptions {
                         retain_graph,

@@ -52,6 +52,8 @@ pub enum Backward {
     Twice { retain_graph: bool },
     /// `tapegrad::grad(&[loss], leaves)`: no `.grad` is touched.
     Grad,
+    /// `output.backward_with(weights)`, the gradient of the same loss.
+    With,
     /// `grad` with `create_graph`, then the backward of
     /// `Σ (g_i * v_i).sum()`: second derivatives in `.grad`.
     Double,
@@ -98,6 +100,14 @@ pub enum Instr {
     Hook { a: Reg, hook: HookKind, valid: bool },
     /// `retain_grad` on `a`.
     RetainGrad { a: Reg, valid: bool },
+    /// `remove()` of the handle of the `k`-th hook registered outside
+    /// checkpoints (nothing if removed already).
+    RemoveHook { k: usize },
+    /// `body` under `saved_tensors_hooks` whose pack copies the value's
+    /// data out and whose unpack makes a tensor of it again (in the run
+    /// with checkpoints; the other runs the body as it is); its registers
+    /// join the enclosing scope.
+    SavedHooks { body: Vec<Instr>, valid: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -323,11 +333,12 @@ impl Instr {
     /// Whether the model says it runs without a panic.
     pub fn valid(&self) -> bool {
         match self {
-            Instr::Unary { .. } | Instr::Detach { .. } => true,
+            Instr::Unary { .. } | Instr::Detach { .. } | Instr::RemoveHook { .. } => true,
             Instr::Binary { valid, .. }
             | Instr::Shape { valid, .. }
             | Instr::Join { valid, .. }
             | Instr::Mode { valid, .. }
+            | Instr::SavedHooks { valid, .. }
             | Instr::Checkpoint { valid, .. }
             | Instr::InPlace { valid, .. }
             | Instr::Hook { valid, .. }
@@ -346,20 +357,22 @@ impl Instr {
             Instr::Shape { op, .. } => op.name(),
             Instr::Join { stack: true, .. } => "stack",
             Instr::Join { stack: false, .. } => "cat",
-            Instr::Mode { body, .. } | Instr::Checkpoint { body, .. } => {
+            Instr::Mode { body, .. } | Instr::Checkpoint { body, .. } | Instr::SavedHooks { body, .. } => {
                 return body.iter().find_map(Instr::expected_panic)
             }
             Instr::InPlace { op, .. } => op.name(),
             Instr::Hook { .. } => "register_hook",
             Instr::RetainGrad { .. } => "retain_grad",
-            Instr::Unary { .. } | Instr::Detach { .. } => unreachable!("always valid"),
+            Instr::Unary { .. } | Instr::Detach { .. } | Instr::RemoveHook { .. } => {
+                unreachable!("always valid")
+            }
         })
     }
 
-    /// Whether it (or its body) uses `checkpoint`.
+    /// Whether it (or its body) uses `checkpoint` or `saved_tensors_hooks`.
     pub fn has_checkpoint(&self) -> bool {
         match self {
-            Instr::Checkpoint { .. } => true,
+            Instr::Checkpoint { .. } | Instr::SavedHooks { .. } => true,
             Instr::Mode { body, .. } => body.iter().any(Instr::has_checkpoint),
             _ => false,
         }
@@ -372,7 +385,7 @@ impl Instr {
                 hook: HookKind::Scale(c),
                 ..
             } => *c != 1.0,
-            Instr::Mode { body, .. } | Instr::Checkpoint { body, .. } => {
+            Instr::Mode { body, .. } | Instr::Checkpoint { body, .. } | Instr::SavedHooks { body, .. } => {
                 body.iter().any(Instr::changes_gradients)
             }
             _ => false,
@@ -381,8 +394,8 @@ impl Instr {
 }
 
 impl Program {
-    /// Whether the program uses `checkpoint` (else the run without
-    /// checkpoints would be the same run).
+    /// Whether the program uses `checkpoint` or `saved_tensors_hooks`
+    /// (else the run without them would be the same run).
     pub fn has_checkpoint(&self) -> bool {
         self.body.iter().any(Instr::has_checkpoint)
     }
@@ -434,6 +447,8 @@ struct Gen {
     /// Whether instructions are generated inside a block (a checkpoint's
     /// or a mode's body), where nothing runs after a panic.
     in_block: bool,
+    /// Hooks registered outside checkpoints so far.
+    hooks: usize,
     backward_may_panic: Vec<&'static str>,
 }
 
@@ -444,6 +459,7 @@ pub fn generate(seed: u64) -> Program {
         grad: true,
         depth: 0,
         in_block: false,
+        hooks: 0,
         backward_may_panic: vec![],
     };
     let n_leaves = g.rng.random_range(1..=3);
@@ -476,8 +492,9 @@ pub fn generate(seed: u64) -> Program {
         .or_else(|| (0..scope.len()).rev().find(|&r| scope[r].requires_grad));
     let out_numel = output.map_or(0, |r| scope[r].shape.iter().product());
     let weights = (0..out_numel).map(|_| g.rng.random_range(-1.0..1.0)).collect();
-    let backward = match g.rng.random_range(0..8) {
-        0 | 1 | 2 => Backward::Backward,
+    let backward = match g.rng.random_range(0..9) {
+        0 | 1 => Backward::Backward,
+        2 | 8 => Backward::With,
         3 => Backward::Twice { retain_graph: true },
         4 => Backward::Twice { retain_graph: false },
         5 | 6 => Backward::Grad,
@@ -636,7 +653,11 @@ impl Gen {
                 });
                 Instr::Detach { a }
             }
-            73..=77 => self.mode(scope),
+            73..=75 => self.mode(scope),
+            76..=77 if self.hooks > 0 && self.depth == 0 && self.rng.random_bool(0.5) => Instr::RemoveHook {
+                k: self.rng.random_range(0..self.hooks),
+            },
+            76..=77 => self.saved_hooks(scope),
             78..=85 if self.depth < 2 => self.checkpoint(scope),
             86..=91 if self.depth == 0 && self.grad => self.in_place(scope),
             92..=96 => {
@@ -650,6 +671,9 @@ impl Gen {
                 if valid && hook == HookKind::WrongShape {
                     self.backward_may_panic
                         .push("register_hook: a hook returned a gradient of shape");
+                }
+                if valid && self.depth == 0 {
+                    self.hooks += 1;
                 }
                 Instr::Hook { a, hook, valid }
             }
@@ -919,6 +943,26 @@ impl Gen {
             }
         }
         Instr::Mode { enabled, body, valid }
+    }
+
+    fn saved_hooks(&mut self, scope: &mut Vec<Info>) -> Instr {
+        let before = scope.len();
+        let mut inner = scope.clone();
+        let len = self.rng.random_range(1..=4);
+        let block = std::mem::replace(&mut self.in_block, true);
+        let body = self.body(&mut inner, len);
+        self.in_block = block;
+        let valid = body.iter().all(Instr::valid);
+        if valid {
+            *scope = inner;
+        } else {
+            for (r, info) in inner.into_iter().take(before).enumerate() {
+                if info.maybe_saved {
+                    mark_saved(scope, r);
+                }
+            }
+        }
+        Instr::SavedHooks { body, valid }
     }
 
     fn checkpoint(&mut self, scope: &mut Vec<Info>) -> Instr {
