@@ -486,7 +486,7 @@ impl<'a> Ctx<'a> {
         let vec = |g: Option<T>| g.map(|g| g.to_vec());
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
             match prog.backward {
-                Backward::Backward => loss.backward(),
+                Backward::Once => loss.backward(),
                 Backward::With => {
                     let out = &scope[prog.output.unwrap_or(scope.len() - 1)];
                     out.backward_with(&Tensor::from_vec(prog.weights.clone(), out.shape()));

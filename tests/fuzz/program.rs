@@ -46,7 +46,7 @@ pub struct Leaf {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backward {
     /// `loss.backward()`.
-    Backward,
+    Once,
     /// Two backwards, the first with `retain_graph` as given; the second
     /// accumulates (or, without retain_graph, may panic naming it).
     Twice { retain_graph: bool },
@@ -493,7 +493,7 @@ pub fn generate(seed: u64) -> Program {
     let out_numel = output.map_or(0, |r| scope[r].shape.iter().product());
     let weights = (0..out_numel).map(|_| g.rng.random_range(-1.0..1.0)).collect();
     let backward = match g.rng.random_range(0..9) {
-        0 | 1 => Backward::Backward,
+        0 | 1 => Backward::Once,
         2 | 8 => Backward::With,
         3 => Backward::Twice { retain_graph: true },
         4 => Backward::Twice { retain_graph: false },
@@ -858,7 +858,7 @@ impl Gen {
         let mut out = vec![];
         let mut left = numel;
         while left > 1 && out.len() < 3 {
-            let divisors: Vec<usize> = (2..=left).filter(|d| left % d == 0).collect();
+            let divisors: Vec<usize> = (2..=left).filter(|d| left.is_multiple_of(*d)).collect();
             let d = divisors[self.rng.random_range(0..divisors.len())];
             out.push(d);
             left /= d;
@@ -1002,7 +1002,7 @@ impl Gen {
         }
     }
 
-    fn in_place(&mut self, scope: &mut Vec<Info>) -> Instr {
+    fn in_place(&mut self, scope: &mut [Info]) -> Instr {
         let dst = self.pick(scope);
         let no_grad = self.rng.random_bool(0.5);
         let d = scope[dst].clone();
