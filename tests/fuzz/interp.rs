@@ -251,6 +251,7 @@ impl<'a> Ctx<'a> {
                     ShapeOp::Narrow(d, s, l) => x.narrow(*d, *s, *l),
                     ShapeOp::BroadcastTo(s) => x.broadcast_to(s),
                     ShapeOp::Dropout(p) => x.dropout(*p, true),
+                    ShapeOp::LayerNorm(ns) => x.layer_norm(ns, None, None, 1e-5),
                 };
                 self.push(scope, out, constant);
             }

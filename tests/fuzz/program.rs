@@ -170,6 +170,8 @@ pub enum ShapeOp {
     Narrow(usize, usize, usize),
     BroadcastTo(Vec<usize>),
     Dropout(f64),
+    /// `layer_norm` over the given last dimensions, without weight or bias.
+    LayerNorm(Vec<usize>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +285,7 @@ impl ShapeOp {
             ShapeOp::Narrow(..) => "narrow",
             ShapeOp::BroadcastTo(_) => "broadcast_to",
             ShapeOp::Dropout(_) => "dropout",
+            ShapeOp::LayerNorm(_) => "layer_norm",
         }
     }
 }
@@ -565,11 +568,15 @@ impl Gen {
         (0..ndim).map(|_| self.size()).collect()
     }
 
+    /// A dimension's size: mostly 1 to 3 (small enough for central
+    /// differences), now and then 0, or large enough for the kernels'
+    /// blocked and pooled paths (a sum's blocks of 256, buffers of 64 KiB
+    /// from the pool).
     fn size(&mut self) -> usize {
-        if self.rng.random_bool(0.04) {
-            0
-        } else {
-            self.rng.random_range(1..=3)
+        match self.rng.random_range(0..100) {
+            0..=3 => 0,
+            4..=6 => self.rng.random_range(4..=48),
+            _ => self.rng.random_range(1..=3),
         }
     }
 
@@ -734,7 +741,7 @@ impl Gen {
             }
             out
         };
-        let (op, shape) = match self.rng.random_range(0..19) {
+        let (op, shape) = match self.rng.random_range(0..20) {
             0 => (ShapeOp::Sum, Some(vec![])),
             1 => (ShapeOp::Mean, Some(vec![])),
             2 => (ShapeOp::SumDim(d, keep), (d < n).then(|| removed(keep))),
@@ -828,6 +835,17 @@ impl Gen {
                 }
                 let ok = broadcast(&s, &to).is_some_and(|b| b == to);
                 (ShapeOp::BroadcastTo(to.clone()), ok.then_some(to))
+            }
+            18 => {
+                let mut ns = s[n - self.rng.random_range(0..=n)..].to_vec();
+                if self.rng.random_bool(0.07) {
+                    match ns.first_mut() {
+                        Some(first) => *first += 1,
+                        None => ns.push(s.first().map_or(2, |f| f + 1)),
+                    }
+                }
+                let valid = !ns.is_empty() && s.ends_with(&ns);
+                (ShapeOp::LayerNorm(ns), valid.then(|| s.clone()))
             }
             _ => {
                 let p = [0.0, 0.3, 0.5, 1.0, 1.5][self.rng.random_range(0..5)];
