@@ -66,7 +66,8 @@ pub struct Outcome {
     /// Per leaf that requires grad: its gradient (`.grad`, or `grad`'s
     /// result), second derivatives for [`Backward::Double`].
     pub grads: Vec<Option<Vec<f64>>>,
-    /// For [`Backward::Double`]: the first derivatives.
+    /// For [`Backward::Double`]: the first derivatives; for
+    /// [`Backward::Mid`], `grad`'s gradients of the registers.
     pub first: Vec<Option<Vec<f64>>>,
     /// The gradients kept by `retain_grad`.
     pub retained: Vec<Option<Vec<f64>>>,
@@ -486,13 +487,13 @@ impl<'a> Ctx<'a> {
         };
         let vec = |g: Option<T>| g.map(|g| g.to_vec());
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
-            match prog.backward {
+            match &prog.backward {
                 Backward::Once => loss.backward(),
                 Backward::With => {
                     let out = &scope[prog.output.unwrap_or(scope.len() - 1)];
                     out.backward_with(&Tensor::from_vec(prog.weights.clone(), out.shape()));
                 }
-                Backward::Twice { retain_graph } => {
+                &Backward::Twice { retain_graph } => {
                     loss.backward_opts(BackwardOptions {
                         retain_graph,
                         ..Default::default()
@@ -504,6 +505,49 @@ impl<'a> Ctx<'a> {
                     outcome.grads = g.into_iter().map(vec).collect();
                     if let Some(i) = leaves.iter().position(|l| l.grad().is_some()) {
                         return Err(format!("grad() wrote .grad of leaf {i}"));
+                    }
+                }
+                Backward::Mid(mids) => {
+                    let mids: Vec<T> = mids.iter().map(|&r| scope[r].clone()).collect();
+                    let targets: Vec<T> = leaves.iter().chain(&mids).cloned().collect();
+                    let opts = GradOptions {
+                        retain_graph: true,
+                        ..Default::default()
+                    };
+                    let mut g: Vec<Option<Vec<f64>>> = tapegrad::grad(&[loss.clone()], &targets, opts)
+                        .into_iter()
+                        .map(vec)
+                        .collect();
+                    outcome.first = g.split_off(leaves.len());
+                    outcome.grads = g;
+                    // The same gradients from a backward, the registers
+                    // retaining theirs (a hook may see either: not compared).
+                    // As in PyTorch, grad() adds to the .grad of a non-leaf
+                    // that retains it (the program may have asked): cleared.
+                    for m in &mids {
+                        m.zero_grad();
+                        m.retain_grad();
+                    }
+                    loss.backward();
+                    let kept: Vec<Option<Vec<f64>>> = mids.iter().map(|m| vec(m.grad())).collect();
+                    let from_leaves: Vec<Option<Vec<f64>>> = leaves.iter().map(|l| vec(l.grad())).collect();
+                    let zero = |g: &Option<Vec<f64>>, n: usize| g.clone().or(Some(vec![0.0; n]));
+                    let agree = |a: &[Option<Vec<f64>>], b: &[Option<Vec<f64>>], ts: &[T]| {
+                        a.iter()
+                            .zip(b)
+                            .zip(ts)
+                            .all(|((x, y), t)| same(&zero(x, t.numel()), &zero(y, t.numel())))
+                    };
+                    let agreed =
+                        agree(&outcome.grads, &from_leaves, &leaves) && agree(&outcome.first, &kept, &mids);
+                    if !agreed && !prog.has_hooks() {
+                        return Err(format!(
+                            "grad() gave {:?} for the leaves and {:?} for registers {mids:?}; \
+                             backward with retain_grad gave {from_leaves:?} and {kept:?}",
+                            outcome.grads,
+                            outcome.first,
+                            mids = prog.backward
+                        ));
                     }
                 }
                 Backward::Double => {
@@ -537,7 +581,10 @@ impl<'a> Ctx<'a> {
             Err(p) => {
                 let msg = message(&*p);
                 let expected = if prog.output.is_none() {
-                    let op = if matches!(prog.backward, Backward::Grad | Backward::Double) {
+                    let op = if matches!(
+                        prog.backward,
+                        Backward::Grad | Backward::Double | Backward::Mid(_)
+                    ) {
                         "grad: "
                     } else {
                         "backward: "
@@ -559,7 +606,7 @@ impl<'a> Ctx<'a> {
         if prog.output.is_none() {
             return Err("backward of a tensor that needs no grad did not panic".into());
         }
-        if !matches!(prog.backward, Backward::Grad) {
+        if !matches!(prog.backward, Backward::Grad | Backward::Mid(_)) {
             outcome.grads = leaves.iter().map(|l| vec(l.grad())).collect();
         }
         outcome.retained = self.retained.iter().map(|&r| vec(scope[r].grad())).collect();

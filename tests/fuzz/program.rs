@@ -43,7 +43,7 @@ pub struct Leaf {
 }
 
 /// How the program's backward is called.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Backward {
     /// `loss.backward()`.
     Once,
@@ -54,6 +54,10 @@ pub enum Backward {
     Grad,
     /// `output.backward_with(weights)`, the gradient of the same loss.
     With,
+    /// `grad` with `retain_graph` for the leaves and these registers (any
+    /// that require grad, intermediates too), then a backward with the
+    /// registers retaining their gradients: the same gradients.
+    Mid(Vec<Reg>),
     /// `grad` with `create_graph`, then the backward of
     /// `Σ (g_i * v_i).sum()`: second derivatives in `.grad`.
     Double,
@@ -403,6 +407,20 @@ impl Program {
         self.body.iter().any(Instr::has_checkpoint)
     }
 
+    /// Whether it registers a hook.
+    pub fn has_hooks(&self) -> bool {
+        fn any(body: &[Instr]) -> bool {
+            body.iter().any(|i| match i {
+                Instr::Hook { .. } => true,
+                Instr::Mode { body, .. }
+                | Instr::Checkpoint { body, .. }
+                | Instr::SavedHooks { body, .. } => any(body),
+                _ => false,
+            })
+        }
+        any(&self.body)
+    }
+
     /// Whether a hook changes gradients (then they are not the function's
     /// derivatives, and finite differences cannot check them).
     pub fn changes_gradients(&self) -> bool {
@@ -495,7 +513,13 @@ pub fn generate(seed: u64) -> Program {
         .or_else(|| (0..scope.len()).rev().find(|&r| scope[r].requires_grad));
     let out_numel = output.map_or(0, |r| scope[r].shape.iter().product());
     let weights = (0..out_numel).map(|_| g.rng.random_range(-1.0..1.0)).collect();
-    let backward = match g.rng.random_range(0..9) {
+    let needing: Vec<Reg> = (0..scope.len()).filter(|&r| scope[r].requires_grad).collect();
+    let backward = match g.rng.random_range(0..10) {
+        9 if !needing.is_empty() => Backward::Mid(
+            (0..g.rng.random_range(1..=2))
+                .map(|_| needing[g.rng.random_range(0..needing.len())])
+                .collect(),
+        ),
         0 | 1 => Backward::Once,
         2 | 8 => Backward::With,
         3 => Backward::Twice { retain_graph: true },
