@@ -486,7 +486,7 @@ impl<'a> Ctx<'a> {
             ..Outcome::default()
         };
         let vec = |g: Option<T>| g.map(|g| g.to_vec());
-        let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
+        let backward = || -> Result<(), String> {
             match &prog.backward {
                 Backward::Once => loss.backward(),
                 Backward::With => {
@@ -572,7 +572,14 @@ impl<'a> Ctx<'a> {
                 }
             }
             Ok(())
-        }));
+        };
+        // In another thread if the program says so: grad mode is the new
+        // thread's, a checkpoint's re-run replays the forward's RNG there.
+        let result = if prog.backward_thread {
+            std::thread::scope(|s| s.spawn(backward).join())
+        } else {
+            catch_unwind(AssertUnwindSafe(backward))
+        };
         if !tapegrad::is_grad_enabled() {
             return Err("grad mode left off after backward".into());
         }

@@ -29,6 +29,8 @@ pub struct Program {
     pub weights: Vec<f64>,
     /// How backward is called.
     pub backward: Backward,
+    /// Whether backward runs in another thread than the forward.
+    pub backward_thread: bool,
     /// Substrings of panic messages that backward may raise (in-place
     /// writes to saved values, a hook returning a wrong shape, ...).
     pub backward_may_panic: Vec<&'static str>,
@@ -531,6 +533,7 @@ pub fn generate(seed: u64) -> Program {
         g.backward_may_panic
             .push("trying to backward through the graph a second time");
     }
+    let backward_thread = g.rng.random_bool(0.15);
     let backward_may_panic = g.backward_may_panic;
     let registers = scope.iter().map(|i| (i.shape.clone(), i.requires_grad)).collect();
     Program {
@@ -541,6 +544,7 @@ pub fn generate(seed: u64) -> Program {
         output,
         weights,
         backward,
+        backward_thread,
         backward_may_panic,
     }
 }
