@@ -282,7 +282,11 @@ impl<'a> Ctx<'a> {
                 }
             }
             Instr::Checkpoint {
-                inputs, body, out, ..
+                inputs,
+                body,
+                out,
+                save_dots,
+                ..
             } => {
                 let xs: Vec<T> = inputs.iter().map(|&r| scope[r].clone()).collect();
                 if self.mode == Mode::Checkpointed {
@@ -299,7 +303,14 @@ impl<'a> Ctx<'a> {
                         }
                         scope[out].clone()
                     };
-                    let y = tapegrad::checkpoint(f, &xs);
+                    let y = if *save_dots {
+                        let opts = CheckpointOptions {
+                            policy: CheckpointPolicy::SaveDots,
+                        };
+                        tapegrad::checkpoint_with(f, &xs, opts)
+                    } else {
+                        tapegrad::checkpoint(f, &xs)
+                    };
                     self.push(scope, y, constant);
                 } else {
                     // Inline: the body's registers are its own (and named

@@ -94,10 +94,13 @@ pub enum Instr {
     },
     /// `tapegrad::checkpoint(f, inputs)`, `f` running `body` over a scope
     /// made of the inputs and returning register `out` of it.
+    /// With `save_dots`, `checkpoint_with` and `CheckpointPolicy::SaveDots`
+    /// (the forward keeps the matrix products).
     Checkpoint {
         inputs: Vec<Reg>,
         body: Vec<Instr>,
         out: Reg,
+        save_dots: bool,
         valid: bool,
     },
     /// An in-place update of `dst`.
@@ -507,7 +510,12 @@ pub fn generate(seed: u64) -> Program {
             data,
         });
     }
-    let len = g.rng.random_range(1..=10);
+    // Now and then a long program.
+    let len = if g.rng.random_bool(0.02) {
+        g.rng.random_range(30..=120)
+    } else {
+        g.rng.random_range(1..=10)
+    };
     let body = g.body(&mut scope, len);
     let output = (0..scope.len())
         .rev()
@@ -1044,6 +1052,7 @@ impl Gen {
             inputs,
             body,
             out,
+            save_dots: self.rng.random_bool(0.3),
             valid,
         }
     }
