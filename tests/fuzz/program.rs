@@ -85,6 +85,17 @@ pub enum Instr {
     },
     /// `a.detach()`.
     Detach { a: Reg },
+    /// `nn::functional::scaled_dot_product_attention(q, k, v)` with the
+    /// composed kernel (`block: None`), or the tiled one with that block
+    /// (`Some(0)`: `AttentionKernel::Auto`).
+    Attention {
+        q: Reg,
+        k: Reg,
+        v: Reg,
+        causal: bool,
+        block: Option<usize>,
+        valid: bool,
+    },
     /// `body` under `no_grad` (`enabled: false`) or `enable_grad`; its
     /// registers join the enclosing scope.
     Mode {
@@ -350,6 +361,7 @@ impl Instr {
             | Instr::Shape { valid, .. }
             | Instr::Join { valid, .. }
             | Instr::Mode { valid, .. }
+            | Instr::Attention { valid, .. }
             | Instr::SavedHooks { valid, .. }
             | Instr::Checkpoint { valid, .. }
             | Instr::InPlace { valid, .. }
@@ -373,6 +385,7 @@ impl Instr {
                 return body.iter().find_map(Instr::expected_panic)
             }
             Instr::InPlace { op, .. } => op.name(),
+            Instr::Attention { .. } => "scaled_dot_product_attention",
             Instr::Hook { .. } => "register_hook",
             Instr::RetainGrad { .. } => "retain_grad",
             Instr::Unary { .. } | Instr::Detach { .. } | Instr::RemoveHook { .. } => {
@@ -684,7 +697,8 @@ impl Gen {
             }
             25..=44 => self.binary(scope),
             45..=64 => self.shape_op(scope),
-            65..=69 => self.join(scope),
+            65..=67 => self.join(scope),
+            68..=69 => self.attention(scope),
             70..=72 => {
                 let a = self.pick(scope);
                 scope.push(Info {
@@ -925,6 +939,43 @@ impl Gen {
             out.insert(at, 1);
         }
         out
+    }
+
+    fn attention(&mut self, scope: &mut Vec<Info>) -> Instr {
+        let q = self.pick(scope);
+        let qs = scope[q].shape.clone();
+        let e = qs.last().copied();
+        let k = self.pick_fitting(scope, |s| s.len() >= 2 && s.last().copied() == e);
+        let keys = scope[k].shape.len().checked_sub(2).map(|i| scope[k].shape[i]);
+        let v = self.pick_fitting(scope, |s| s.len() >= 2 && Some(s[s.len() - 2]) == keys);
+        let (ks, vs) = (scope[k].shape.clone(), scope[v].shape.clone());
+        let shape = (qs.len() >= 2 && ks.len() >= 2 && vs.len() >= 2)
+            .then_some(())
+            .filter(|_| e == ks.last().copied() && keys == Some(vs[vs.len() - 2]))
+            .and_then(|_| {
+                let batch = |x: &[usize]| x[..x.len() - 2].to_vec();
+                let b = broadcast(&batch(&qs), &batch(&ks))?;
+                let mut out = broadcast(&b, &batch(&vs))?;
+                out.extend([qs[qs.len() - 2], vs[vs.len() - 1]]);
+                Some(out)
+            });
+        let valid = shape.is_some();
+        if let Some(shape) = shape {
+            self.output(scope, shape, &[q, k, v]);
+        }
+        let block = match self.rng.random_range(0..4) {
+            0 => None,
+            1 => Some(0),
+            _ => Some(self.rng.random_range(1..=4)),
+        };
+        Instr::Attention {
+            q,
+            k,
+            v,
+            causal: self.rng.random_bool(0.5),
+            block,
+            valid,
+        }
     }
 
     fn join(&mut self, scope: &mut Vec<Info>) -> Instr {
