@@ -153,6 +153,9 @@ pub enum Unary {
     LnSq,
     /// `(a * a + 0.5).sqrt()`.
     SqrtSq,
+    /// `a³` as a `CustomOp` (once-differentiable: a double backward
+    /// through it panics naming it).
+    CustomCube,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -244,7 +247,7 @@ pub enum HookKind {
 }
 
 impl Unary {
-    const ALL: [Unary; 18] = [
+    const ALL: [Unary; 19] = [
         Unary::Exp,
         Unary::Tanh,
         Unary::Sigmoid,
@@ -263,6 +266,7 @@ impl Unary {
         Unary::Affine,
         Unary::LnSq,
         Unary::SqrtSq,
+        Unary::CustomCube,
     ];
 }
 
@@ -692,6 +696,10 @@ impl Gen {
             0..=24 => {
                 let a = self.pick(scope);
                 let op = Unary::ALL[self.rng.random_range(0..Unary::ALL.len())];
+                if op == Unary::CustomCube {
+                    self.backward_may_panic
+                        .push("CustomOp cube is once-differentiable");
+                }
                 self.output(scope, scope[a].shape.clone(), &[a]);
                 Instr::Unary { op, a }
             }
