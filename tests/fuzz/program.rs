@@ -1034,15 +1034,26 @@ impl Gen {
 
     fn mode(&mut self, scope: &mut Vec<Info>) -> Instr {
         let enabled = !self.grad && self.rng.random_bool(0.7);
-        let outer = self.grad;
-        self.grad = enabled;
+        let outer = std::mem::replace(&mut self.grad, enabled);
+        let (body, valid) = self.block(scope);
+        self.grad = outer;
+        Instr::Mode { enabled, body, valid }
+    }
+
+    fn saved_hooks(&mut self, scope: &mut Vec<Info>) -> Instr {
+        let (body, valid) = self.block(scope);
+        Instr::SavedHooks { body, valid }
+    }
+
+    /// The body of a block whose registers join `scope` (a mode's, the
+    /// saved-tensor hooks'), and whether it is valid.
+    fn block(&mut self, scope: &mut Vec<Info>) -> (Vec<Instr>, bool) {
         let before = scope.len();
         let mut inner = scope.clone();
         let len = self.rng.random_range(1..=4);
         let block = std::mem::replace(&mut self.in_block, true);
         let body = self.body(&mut inner, len);
         self.in_block = block;
-        self.grad = outer;
         let valid = body.iter().all(Instr::valid);
         if valid {
             *scope = inner;
@@ -1055,27 +1066,7 @@ impl Gen {
                 }
             }
         }
-        Instr::Mode { enabled, body, valid }
-    }
-
-    fn saved_hooks(&mut self, scope: &mut Vec<Info>) -> Instr {
-        let before = scope.len();
-        let mut inner = scope.clone();
-        let len = self.rng.random_range(1..=4);
-        let block = std::mem::replace(&mut self.in_block, true);
-        let body = self.body(&mut inner, len);
-        self.in_block = block;
-        let valid = body.iter().all(Instr::valid);
-        if valid {
-            *scope = inner;
-        } else {
-            for (r, info) in inner.into_iter().take(before).enumerate() {
-                if info.maybe_saved {
-                    mark_saved(scope, r);
-                }
-            }
-        }
-        Instr::SavedHooks { body, valid }
+        (body, valid)
     }
 
     fn checkpoint(&mut self, scope: &mut Vec<Info>) -> Instr {
