@@ -44,6 +44,9 @@ pub struct Ctx<'a> {
     /// values, `relu` of 0...), where a gradient is one subgradient of
     /// several and central differences need not agree with it.
     pub tie: bool,
+    /// Whether a register held a value past 1e8 (where rounding alone
+    /// moves a derivative that a long chain multiplies back up).
+    pub huge: bool,
 }
 
 /// The panic message of a payload.
@@ -122,6 +125,7 @@ impl<'a> Ctx<'a> {
             handles: vec![],
             depth: 0,
             tie: false,
+            huge: false,
         }
     }
 
@@ -143,6 +147,9 @@ impl<'a> Ctx<'a> {
         } else {
             out
         };
+        if self.mode == Mode::Plain {
+            self.huge |= out.to_vec().iter().any(|v| v.abs() > 1e8);
+        }
         out.with_name(&format!("r{}", scope.len()));
         scope.push(out);
     }
@@ -706,7 +713,7 @@ pub fn check(prog: &Program) -> Result<(), String> {
     let mut record = vec![];
     let mut ctx = Ctx::new(Mode::Plain, &mut record);
     let plain = ctx.run(prog)?;
-    let tie = ctx.tie;
+    let tie = ctx.tie || ctx.huge;
     if prog.has_checkpoint() {
         let mut none = vec![];
         let ck = Ctx::new(Mode::Checkpointed, &mut none).run(prog)?;
@@ -734,6 +741,13 @@ pub fn check(prog: &Program) -> Result<(), String> {
                 "backward panic with checkpoints: {:?}; without: {:?}",
                 ck.backward_panic, plain.backward_panic
             ));
+        }
+        // Both panicked as allowed: maybe at different points (a
+        // checkpoint's saved input changed in place is found in its first
+        // backward, an op without checkpoints in the second), leaving
+        // different partial results.
+        if plain.backward_panic.is_some() {
+            return Ok(());
         }
         for (what, a, b) in [
             ("gradients", &ck.grads, &plain.grads),
