@@ -31,3 +31,36 @@ fn nll_loss_target_count_names_the_op() {
     });
     assert_eq!(msg, "nll_loss: 1 targets for a batch of 2 (input shape [2, 3])");
 }
+
+/// Fuzz seed 2002329034 (run 2): attention over a single key is `v`
+/// whatever the scores, so `loss = Σ w · x²` here and its gradient is
+/// `2 w x`. Written out: the composed kernel gives it; the tiled one (block
+/// 1) added 4.2 to the first element (7.64 against 3.44), with queries of
+/// 1e15 (`exp(x⁶)`), whose rounding the chain back to x multiplies up.
+/// Not fixed (the tiled kernels, src/ops/flash.rs, are the attention
+/// owner's); the fuzzer now skips central differences past values of 1e8.
+#[test]
+#[ignore = "tiled attention over one key at queries of 1e15: a wrong gradient (src/ops/flash.rs)"]
+fn tiled_attention_single_key_huge_queries() {
+    use tapegrad::nn::functional::{scaled_dot_product_attention, AttentionKernel, AttentionOptions};
+    let data = vec![-1.8047655217987257, -0.9038244306101246, -1.703843798208176];
+    let w = Tensor::from_vec(
+        vec![-0.9520555924707517, -0.6191609449307385, 0.07560653130146022],
+        &[1, 3],
+    );
+    let want: Vec<f64> = data.iter().zip(w.to_vec()).map(|(x, w)| 2.0 * w * x).collect();
+    for kernel in [AttentionKernel::Composed, AttentionKernel::Tiled { block: 1 }] {
+        let x = Tensor::from_vec(data.clone(), &[1, 3]).set_requires_grad(true);
+        let (square, sig) = (x.powf(2.0), x.sigmoid());
+        let q = &square.powf(3.0).exp() + &sig;
+        let opts = AttentionOptions {
+            causal: true,
+            kernel,
+            ..Default::default()
+        };
+        let out = scaled_dot_product_attention(&q, &sig, &square, &opts);
+        (&out * &w).sum().backward();
+        let got = x.grad().unwrap().to_vec();
+        common::assert_close(&got, &want, 1e-9);
+    }
+}
