@@ -34,10 +34,10 @@ fn nll_loss_target_count_names_the_op() {
 
 /// Fuzz seed 2002329034 (run 2): attention over a single key is `v`
 /// whatever the scores, so `loss = Σ w · x²` here and its gradient is
-/// `2 w x`. Written out: the composed kernel gives it; the tiled one (block
-/// 1) added 4.2 to the first element (7.64 against 3.44), with queries of
-/// 1e15 (`exp(x⁶)`), whose rounding the chain back to x multiplies up.
-/// Not fixed (the tiled kernels, src/ops/flash.rs, are the attention
+/// `2 w x`. Written out: the composed kernel gives it; the tiled one
+/// (block 1) added 4.2 to the first element (7.64 against 3.44), with
+/// queries near 1e15 (`exp(x⁶)`), whose rounding the chain back to x
+/// multiplies up. Not fixed (the tiled kernels, src/ops/flash.rs, are the attention
 /// owner's); the fuzzer now skips central differences past values of 1e8.
 #[test]
 #[ignore = "tiled attention over one key at queries of 1e15: a wrong gradient (src/ops/flash.rs)"]
