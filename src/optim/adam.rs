@@ -301,3 +301,17 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         self.lr = lr;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::lerp;
+
+    #[test]
+    fn lerp_at_one_half_rounds_as_pytorch() {
+        // torch.lerp(a, b, 0.5) in float64 computes from the far end,
+        // b - (b - a) · 0.5 = 0.5220987504731247; a + 0.5 (b - a) rounds to
+        // 0.5220987504731249 here. Adam's m takes this path when β₁ = 0.5.
+        let (a, b) = (-1.6274266723772841, 2.6716241733235337);
+        assert_eq!(lerp(a, b, 0.5f64), 0.5220987504731247);
+    }
+}
