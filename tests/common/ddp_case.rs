@@ -2,6 +2,8 @@
 //! and over MPI (tests/distributed_mpi.rs): N ranks, each on its shard of
 //! a batch, against one process on the whole batch.
 
+#![allow(dead_code)] // each test crate uses its own subset
+
 use tapegrad::distributed::{DdpOptions, DistributedDataParallel, ProcessGroup};
 use tapegrad::nn::{Linear, Module, Sequential, Tanh};
 use tapegrad::optim::{Adam, Optimizer, Sgd};
