@@ -7,7 +7,10 @@
 //! bucket has its gradient, and every bucket before it has been started,
 //! the bucket goes to this replica's communication thread, which
 //! all-reduces it while backward goes on. When backward ends, a callback
-//! waits for every bucket and writes the averages back into `.grad`.
+//! sends what is left, waits for those buckets, averages the last bucket
+//! itself (nothing is left to overlap it with, and a hand-off to the
+//! thread and back would only add two wake-ups), and writes the averages
+//! back into `.grad`.
 //! Buckets start in the same order on every rank, so the collectives
 //! match.
 
@@ -490,6 +493,17 @@ impl<T: Element> Reducer<T> {
             let me = self.clone();
             at_backward_end(Box::new(move || me.finish()));
         }
+        self.copy_grad(&mut step, i, p);
+        if !step.got[i] {
+            step.got[i] = true;
+            step.waiting[self.slot[i].0] -= 1;
+        }
+        self.send_ready(&mut step);
+    }
+
+    /// Copies parameter `i`'s `.grad` (`p`'s), if it has one, into its
+    /// place in its bucket, which must not have been sent.
+    fn copy_grad(&self, step: &mut Step<T>, i: usize, p: &Tensor<T>) {
         let (b, at) = self.slot[i];
         if let Some(g) = p.grad() {
             let buf = step.filling[b]
@@ -501,11 +515,6 @@ impl<T: Element> Reducer<T> {
                 }
             });
         }
-        if !step.got[i] {
-            step.got[i] = true;
-            step.waiting[b] -= 1;
-        }
-        self.send_ready(&mut step);
     }
 
     fn begin(&self, step: &mut Step<T>) {
@@ -573,13 +582,9 @@ impl<T: Element> Reducer<T> {
             self.group.fail("a backward panicked there");
             return;
         }
-        for i in 0..self.params.len() {
+        for (i, (_, p)) in self.params.iter().enumerate() {
             if !step.got[i] {
-                let (b, at) = self.slot[i];
-                let p = &self.params[i].1;
-                if let (Some(g), Some(buf)) = (p.grad(), step.filling[b].as_mut()) {
-                    buf[at..at + p.numel()].copy_from_slice(&g.to_vec());
-                }
+                self.copy_grad(&mut step, i, p);
             }
         }
         let last = self.buckets.len() - 1;
