@@ -156,6 +156,46 @@ fn tiled_equals_composed_on_long_rows() {
 
 /// A block far larger than the lengths is one tile (its buffers are sized
 /// by the lengths, not by the block).
+/// Scores so far apart that the softmax is one key exactly (the other's
+/// exponential is 0): the output is that key's `v`, so the gradient of
+/// `Σ w · out` back to x is `2 w x` and nothing comes through q and k.
+/// With queries near 1e15 any rounding left in `dS` is multiplied up by
+/// the chain (`d exp(x⁶)/dx`); the tiled backward's `D = rowsum(dO ∘ O)`
+/// once differed from the dominant key's `dP` by that rounding (7.64 for
+/// 3.44, `tests/fuzz_regressions.rs`). Blocks of 1 put the two keys in two
+/// tiles, so the online softmax's correction is on the path too.
+#[test]
+fn a_one_key_softmax_passes_no_gradient_to_huge_queries() {
+    let data = vec![-1.8047655217987257, -0.9038244306101246, -1.703843798208176];
+    let w = Tensor::from_vec(
+        vec![-0.9520555924707517, -0.6191609449307385, 0.07560653130146022],
+        &[1, 3],
+    );
+    let want: Vec<f64> = data.iter().zip(w.to_vec()).map(|(x, w)| 2.0 * w * x).collect();
+    for kernel in [
+        AttentionKernel::Composed,
+        AttentionKernel::Tiled { block: 1 },
+        AttentionKernel::Tiled { block: 2 },
+    ] {
+        for first in [true, false] {
+            let x = Tensor::from_vec(data.clone(), &[1, 3]).set_requires_grad(true);
+            let (square, sig) = (x.powf(2.0), x.sigmoid());
+            let q = &square.powf(3.0).exp() + &sig;
+            // The dominant key (score q·σ(x), about 1e15) first or second;
+            // the other scores half of it, 5e14 below.
+            let (keys, values) = match first {
+                true => (vec![sig.clone(), &sig * 0.5], vec![square.clone(), x.clone()]),
+                false => (vec![&sig * 0.5, sig.clone()], vec![x.clone(), square.clone()]),
+            };
+            let (k, v) = (Tensor::cat(&keys, 0), Tensor::cat(&values, 0));
+            let out = scaled_dot_product_attention(&q, &k, &v, &opts(kernel, false, None));
+            (&out * &w).sum().backward();
+            let got = x.grad().unwrap().to_vec();
+            assert_close(&got, &want, 1e-9);
+        }
+    }
+}
+
 #[test]
 fn a_huge_block_is_one_tile() {
     tapegrad::manual_seed(10);

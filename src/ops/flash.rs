@@ -470,14 +470,20 @@ unsafe fn backward_one<T: Float>(
     } = inp;
     let Problem { rows, keys } = problems[p];
     let (b, e, ev) = (tile(sh.block, rows, keys), sh.e, sh.ev);
-    // D = rowsum(dO ∘ O), and each row's log-sum-exp.
-    // SAFETY: the caller's promise for `g`, `out` and `lse`.
+    // D = rowsum(dO ∘ O), each row's dO·O taken by the same product as the
+    // elements of dP = dO vᵀ below. Where a row's softmax is one key (one
+    // key visible, or scores so far apart that the others' exponentials
+    // are 0), O is that key's v exactly and D equals its dP bit for bit, so
+    // its dS is exactly 0, as it is in exact arithmetic: otherwise the
+    // rounding difference, multiplied by q or k, can be most of a gradient
+    // when the scores are huge.
     let d: Vec<T> = (0..rows)
         .map(|r| {
-            (0..ev).fold(T::zero(), |a, c| {
-                // SAFETY: the caller's promise for `g` and `out` (rows and columns in range).
-                a + unsafe { g.get(p, r, c) * saved.out.get(p, r, c) }
-            })
+            let mut dot = [T::zero()];
+            // SAFETY: the caller's promise for `g` and `out`: row r of each
+            // has ev elements; `dot` holds the 1 × 1 result.
+            unsafe { mm(1, ev, 1, g.at(p, r), saved.out.at(p, r).t(), &mut dot) };
+            dot[0]
         })
         .collect();
     // SAFETY: the caller's promise for `lse`, one value per row.
