@@ -243,3 +243,38 @@ fn a_post_accumulate_hook_on_a_non_leaf_panics() {
         "{msg}"
     );
 }
+
+/// A hook's closure (and what it captured) is freed once its tensor is
+/// gone: the registry of hooks drops the entries of dead tensors at the
+/// start of the next backward. Kept, they would leak a little per step and
+/// leave every later backward on the slow path that looks for hooks.
+#[test]
+fn a_dead_tensors_hook_is_freed_by_the_next_backward() {
+    struct Flag(Arc<Mutex<bool>>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = true;
+        }
+    }
+    let freed = Arc::new(Mutex::new(false));
+    {
+        let x = x2();
+        let y = &x * 2.0;
+        let flag = Flag(freed.clone());
+        let _keep = y.register_hook(move |_| {
+            let _ = &flag;
+            None
+        });
+        y.sum().backward();
+    }
+    assert!(
+        !*freed.lock().unwrap(),
+        "nothing frees the hook before a backward"
+    );
+    let z = x2();
+    (&z * 3.0).sum().backward();
+    assert!(
+        *freed.lock().unwrap(),
+        "the backward after the tensor died freed its hook"
+    );
+}
