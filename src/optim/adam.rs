@@ -314,4 +314,16 @@ mod tests {
         let (a, b) = (-1.6274266723772841, 2.6716241733235337);
         assert_eq!(lerp(a, b, 0.5f64), 0.5220987504731247);
     }
+
+    #[test]
+    fn lerp_takes_the_near_end_below_one_half_as_pytorch() {
+        // torch.lerp in float64 at weights where the two formulas round
+        // differently: a + w (b - a) below 0.5 (-1.1975215878072023 at 0.1,
+        // the far end's formula gives ...025), b - (b - a)(1 - w) from 0.5
+        // (2.241719088753452 at 0.9, the near end's gives ...4524). Adam's
+        // m takes w = 1 - β₁, 0.1 by default.
+        let (a, b) = (-1.6274266723772841, 2.6716241733235337);
+        assert_eq!(lerp(a, b, 0.1f64), -1.1975215878072023);
+        assert_eq!(lerp(a, b, 0.9f64), 2.241719088753452);
+    }
 }
