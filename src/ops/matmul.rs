@@ -63,7 +63,9 @@ impl<T: Float> Tensor<T> {
             let (a, b) = shapes();
             return Err(TensorError::MatmulInner { a, b });
         }
-        if a.len() > 2 && b.len() > 2 || a.len() > 2 && b.len() == 2 || a.len() == 2 && b.len() > 2 {
+        // Batch dimensions can disagree only when both operands have some
+        // (a matrix or vector broadcasts over any batch).
+        if a.len() > 2 && b.len() > 2 {
             let (batch_a, batch_b) = (&a[..a.len() - 2], &b[..b.len() - 2]);
             if try_broadcast_shape(batch_a, batch_b).is_err() {
                 let (a, b) = shapes();
