@@ -109,4 +109,11 @@ fn saved_bytes_matches_the_heap() {
     let y = &x * &v; // saves v, for x's gradient
     assert_eq!(saved_bytes(), saved0, "v is a leaf's data, not the graph's");
     drop(y);
+
+    // Dropout's mask is a constant made only for the backward: it counts,
+    // though it is not an op's output.
+    let y = x.dropout(0.5, true);
+    assert_eq!(saved_bytes() - saved0, BYTES, "the mask, N elements");
+    drop(y);
+    assert_eq!(saved_bytes(), saved0);
 }

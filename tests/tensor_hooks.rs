@@ -278,3 +278,15 @@ fn a_dead_tensors_hook_is_freed_by_the_next_backward() {
         "the backward after the tensor died freed its hook"
     );
 }
+
+/// A hook does not make a non-leaf keep its gradient: only `retain_grad`
+/// does (PyTorch's `.grad` of such a tensor stays `None`).
+#[test]
+fn a_hook_on_a_non_leaf_keeps_no_grad() {
+    let x = x2();
+    let h = &x * 3.0;
+    let _keep = h.register_hook(|g| Some(g * 2.0));
+    (&h * &h).sum().backward();
+    assert!(h.grad().is_none(), "hooked, not retained");
+    assert_eq!(x.grad().unwrap().to_vec(), vec![36.0, 72.0], "2 · 2h · 3");
+}
