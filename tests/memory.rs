@@ -116,4 +116,21 @@ fn saved_bytes_matches_the_heap() {
     assert_eq!(saved_bytes() - saved0, BYTES, "the mask, N elements");
     drop(y);
     assert_eq!(saved_bytes(), saved0);
+
+    // An owned operand that the backward does not need is written over:
+    // `h * &c` (c a constant) takes h's buffer, where `h * &w` (w needs a
+    // gradient, so h is saved) needs a new one.
+    let (c, w) = (
+        Tensor::<f32>::rand(&[N]),
+        Tensor::<f32>::rand(&[N]).set_requires_grad(true),
+    );
+    let (hc, peak) = CountingAllocator::peak_during(|| (&x * 2.0) * &c);
+    assert!(peak < 2 * BYTES, "one buffer for x · 2 · c, peak {peak}");
+    let (hw, peak) = CountingAllocator::peak_during(|| (&x * 2.0) * &w);
+    assert!(peak >= 2 * BYTES, "h is saved for w's gradient, peak {peak}");
+    drop((hc, hw));
+    // Unrecorded, an owned constant becomes the result itself.
+    let (twice, peak) = CountingAllocator::peak_during(|| Tensor::<f32>::ones(&[N]) * 2.0);
+    assert!(peak < 2 * BYTES, "one buffer for ones · 2, peak {peak}");
+    assert_eq!(twice.to_vec()[0], 2.0);
 }
