@@ -375,3 +375,31 @@ fn matmul_of_incompatible_batches_names_both_shapes() {
         );
     }
 }
+
+/// softplus is `x` above its threshold of 20 and `log1p(exp(x))` at and
+/// below it, as PyTorch's (whose backward is 1 above and `σ(x)` at 20):
+/// at 1000, `exp` alone would overflow.
+#[test]
+fn softplus_switches_to_x_strictly_above_twenty() {
+    let x = Tensor::from_vec(vec![20.0f64, 30.0, 1000.0], &[3]).set_requires_grad(true);
+    let y = x.softplus();
+    y.sum().backward();
+    // torch.nn.functional.softplus in float64, and its gradient
+    let torch_y: [f64; 3] = [20.000000002061153, 30.0, 1000.0];
+    let torch_g: [f64; 3] = [0.9999999979388464, 1.0, 1.0];
+    let (y, g) = (y.to_vec(), x.grad().unwrap().to_vec());
+    for i in 0..3 {
+        assert!(
+            (y[i] - torch_y[i]).abs() <= 1e-15 * torch_y[i],
+            "softplus({}) = {}",
+            [20, 30, 1000][i],
+            y[i]
+        );
+        assert!(
+            (g[i] - torch_g[i]).abs() <= 1e-15,
+            "softplus'({}) = {}",
+            [20, 30, 1000][i],
+            g[i]
+        );
+    }
+}
