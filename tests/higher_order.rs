@@ -195,6 +195,24 @@ fn gradcheck_of_a_gradient_of_two_inputs() {
     );
 }
 
+#[test]
+fn gradcheck_of_a_layer_norm_gradient() {
+    // g(x, u) = ∂/∂x Σ u ⊙ layer_norm(x): its Jacobian in x and u runs both
+    // halves of layer_norm's double backward. eps = 0.5, far from 0, so
+    // that the eps in the second derivative counts.
+    let x = leaf(&[0.3, -0.8, 1.2, 0.1, -0.4, 0.9, 2.0, -1.5], &[2, 4]);
+    let u = leaf(&[1.1, 0.4, -0.7, 0.2, 0.5, -1.3, 0.8, 0.6], &[2, 4]);
+    check_op(
+        |xs| {
+            let y = (xs[0].layer_norm(&[4], None, None, 0.5) * &xs[1]).sum();
+            tapegrad::grad(&[y], &[xs[0].clone()], create_graph())[0]
+                .clone()
+                .expect("y depends on x")
+        },
+        &[x, u],
+    );
+}
+
 // ------------------------------------------------ create_graph through ops
 
 #[test]
