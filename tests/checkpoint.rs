@@ -646,3 +646,61 @@ fn profiling_leaves_the_generator_alone() {
     assert_eq!(profiles[1].input_bytes, 2 * 3 * 8);
     assert!(profiles.iter().all(|p| p.saves_input && p.saves_output));
 }
+
+/// A plan prints its segments, the predicted bytes, and the share of the
+/// forward's time it recomputes: 1 of 4 layers costing 0.5 s of 2 s is 25%.
+#[test]
+fn a_plan_prints_its_segments_and_the_recomputed_share() {
+    use tapegrad::{LayerProfile, Plan, Segment};
+    let mib = 1 << 20;
+    let profile = |cost_secs| LayerProfile {
+        input_bytes: mib,
+        saved_bytes: 2 * mib,
+        saves_input: true,
+        saves_output: false,
+        cost_secs,
+    };
+    let plan = Plan {
+        segments: vec![
+            Segment {
+                start: 0,
+                end: 1,
+                checkpointed: true,
+                kept_bytes: mib,
+                rerun_bytes: 2 * mib,
+            },
+            Segment {
+                start: 1,
+                end: 4,
+                checkpointed: false,
+                kept_bytes: 6 * mib,
+                rerun_bytes: 0,
+            },
+        ],
+        budget_bytes: 8 * mib,
+        predicted_forward_bytes: 7 * mib,
+        predicted_peak_bytes: 8 * mib,
+        recomputed_layers: 1,
+        recomputed_secs: 0.5,
+        profiles: vec![profile(0.5), profile(0.25), profile(0.75), profile(0.5)],
+    };
+    let want = "\
+checkpoint plan for 4 layers, budget 8.000 MiB of saved activations
+  layers 0..1      checkpointed  keeps 1.000 MiB, its re-run holds 2.000 MiB
+  layers 1..4      plain         keeps 6.000 MiB
+predicted saved bytes: 7.000 MiB at the end of forward, 8.000 MiB at the peak
+recomputed: 1 of 4 layers (25% of the forward's time in the dry run)";
+    assert_eq!(plan.to_string(), want);
+    // With no time measured at all, the share is 0%, not NaN.
+    let instant = Plan {
+        profiles: vec![profile(0.0); 4],
+        recomputed_secs: 0.0,
+        ..plan
+    };
+    assert!(
+        instant
+            .to_string()
+            .ends_with("(0% of the forward's time in the dry run)"),
+        "{instant}"
+    );
+}
