@@ -704,3 +704,40 @@ recomputed: 1 of 4 layers (25% of the forward's time in the dry run)";
         "{instant}"
     );
 }
+
+/// Under SaveDots the re-run takes the forward's matrix products back in
+/// order, so it must compute as many: a function that computes fewer or
+/// more the second time is refused by name, not given wrong gradients.
+#[test]
+fn save_dots_refuses_a_rerun_with_other_products() {
+    for (first, again, says) in [
+        (2, 1, "computed 1 matrix products but the forward kept 2"),
+        (1, 2, "computed more matrix products"),
+    ] {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let w = Tensor::<f64>::randn(&[3, 3]).set_requires_grad(true);
+        let x = Tensor::<f64>::randn(&[2, 3]).set_requires_grad(true);
+        let wc = w.clone();
+        let y = tapegrad::checkpoint_with(
+            move |xs| {
+                let products = if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    first
+                } else {
+                    again
+                };
+                (0..products).fold(xs[0].clone(), |h, _| h.matmul(&wc).tanh())
+            },
+            &[x],
+            SAVE_DOTS,
+        );
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| y.sum().backward()))
+            .expect_err("a re-run with other products panics");
+        let msg = err
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| err.downcast_ref::<&str>().unwrap_or(&"").to_string());
+        assert!(msg.starts_with("checkpoint #") && msg.contains(says), "{msg}");
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+}
