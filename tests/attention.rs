@@ -244,54 +244,62 @@ fn composed_gradchecks() {
 }
 
 /// Second derivatives (create_graph) of the tiled op equal the composed
-/// op's, and its first derivative gradchecks as a function itself.
+/// op's, and its first derivative gradchecks as a function itself; with a
+/// batch dimension and without (2-D q, k, v).
 #[test]
 fn tiled_second_derivatives() {
     tapegrad::manual_seed(3);
-    let qkv = [input(&[2, 5, 3]), input(&[2, 4, 3]), input(&[2, 4, 2])];
-    let w = Tensor::randn(&[2, 5, 2]);
-    let r: Vec<Tensor<f64>> = qkv.iter().map(|x| Tensor::randn(x.shape())).collect();
-    let second = |kernel| {
-        let o = opts(kernel, true, None);
-        let loss = (scaled_dot_product_attention(&qkv[0], &qkv[1], &qkv[2], &o) * &w).sum();
-        let first = tapegrad::grad(
-            &[loss],
-            &qkv,
-            GradOptions {
-                create_graph: true,
-                ..Default::default()
-            },
+    for batch in [&[2][..], &[]] {
+        let shape = |rest: &[usize]| [batch, rest].concat();
+        let qkv = [
+            input(&shape(&[5, 3])),
+            input(&shape(&[4, 3])),
+            input(&shape(&[4, 2])),
+        ];
+        let w = Tensor::randn(&shape(&[5, 2]));
+        let r: Vec<Tensor<f64>> = qkv.iter().map(|x| Tensor::randn(x.shape())).collect();
+        let second = |kernel| {
+            let o = opts(kernel, true, None);
+            let loss = (scaled_dot_product_attention(&qkv[0], &qkv[1], &qkv[2], &o) * &w).sum();
+            let first = tapegrad::grad(
+                &[loss],
+                &qkv,
+                GradOptions {
+                    create_graph: true,
+                    ..Default::default()
+                },
+            );
+            let h = first
+                .iter()
+                .zip(&r)
+                .map(|(g, r)| (g.as_ref().expect("a gradient") * r).sum())
+                .reduce(|a, b| a + b)
+                .expect("three terms");
+            let again = tapegrad::grad(&[h], &qkv, GradOptions::default());
+            again
+                .into_iter()
+                .flat_map(|g| g.expect("a second derivative").to_vec())
+                .collect::<Vec<_>>()
+        };
+        assert_close(
+            &second(AttentionKernel::Tiled { block: 2 }),
+            &second(AttentionKernel::Composed),
+            1e-10,
         );
-        let h = first
-            .iter()
-            .zip(&r)
-            .map(|(g, r)| (g.as_ref().expect("a gradient") * r).sum())
-            .reduce(|a, b| a + b)
-            .expect("three terms");
-        let again = tapegrad::grad(&[h], &qkv, GradOptions::default());
-        again
-            .into_iter()
-            .flat_map(|g| g.expect("a second derivative").to_vec())
-            .collect::<Vec<_>>()
-    };
-    assert_close(
-        &second(AttentionKernel::Tiled { block: 2 }),
-        &second(AttentionKernel::Composed),
-        1e-10,
-    );
 
-    let o = opts(AttentionKernel::Tiled { block: 3 }, false, None);
-    check_op(
-        |x| {
-            let loss = (scaled_dot_product_attention(&x[0], &x[1], &x[2], &o) * &w).sum();
-            let opts = GradOptions {
-                create_graph: true,
-                ..Default::default()
-            };
-            tapegrad::grad(&[loss], &x[..1], opts)[0].clone().expect("dq")
-        },
-        &qkv,
-    );
+        let o = opts(AttentionKernel::Tiled { block: 3 }, false, None);
+        check_op(
+            |x| {
+                let loss = (scaled_dot_product_attention(&x[0], &x[1], &x[2], &o) * &w).sum();
+                let opts = GradOptions {
+                    create_graph: true,
+                    ..Default::default()
+                };
+                tapegrad::grad(&[loss], &x[..1], opts)[0].clone().expect("dq")
+            },
+            &qkv,
+        );
+    }
 }
 
 /// The tiled op is one node; its backward records nothing (the gradients
