@@ -518,6 +518,18 @@ mod tests {
                 layer(8, 8, false, true, 2.0),
                 layer(8, 32, true, true, 1.0),
             ],
+            // Dear layers among cheap ones with the same bytes, costs below
+            // 4n seconds in all: a plan that counts layers, not their costs,
+            // recomputes a dear one.
+            [1.0, 0.1, 0.1, 0.1, 1.0]
+                .map(|c| layer(16, 16, true, true, c))
+                .to_vec(),
+            [0.1, 0.1, 1.0, 0.1, 0.1]
+                .map(|c| layer(16, 16, true, true, c))
+                .to_vec(),
+            [0.1, 1.0, 0.1, 1.0, 0.1, 0.1]
+                .map(|c| layer(16, 16, false, true, c))
+                .to_vec(),
         ];
         for p in &chains {
             let model = Model { p };
@@ -547,7 +559,7 @@ mod tests {
             let minimum = scored.iter().map(|s| s.0).min().unwrap();
             assert_eq!(model.minimum(), minimum);
             let top = scored.iter().map(|s| s.0).max().unwrap();
-            for budget in (0..=top + 1).step_by(3) {
+            for budget in 0..=top + 1 {
                 let brute = scored.iter().filter(|s| s.0 <= budget).map(|s| s.1).min();
                 assert_eq!(model.feasible(budget), brute.is_some(), "budget {budget}");
                 if let Some(brute) = brute {
@@ -555,6 +567,10 @@ mod tests {
                     let (_, peak) = model.simulate(&mut segs);
                     assert!(peak <= budget, "budget {budget}: peak {peak}");
                     assert_eq!(cost(&segs), brute, "budget {budget}: {segs:?}");
+                    assert!(
+                        segs.windows(2).all(|w| w[0].checkpointed || w[1].checkpointed),
+                        "consecutive plain layers make one segment: {segs:?}"
+                    );
                 }
             }
         }
