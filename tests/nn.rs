@@ -112,6 +112,53 @@ fn a_layer_added_twice_has_both_names_but_is_one_parameter_set() {
     assert!(shared.weight.grad().is_some());
 }
 
+/// A module behind an `Arc` is the module: the same parameters (as the
+/// same tensors), buffers, names and output.
+#[test]
+fn an_arc_of_a_module_is_the_module() {
+    struct Shift {
+        offset: Tensor<f32>,
+    }
+    impl Module<f32> for Shift {
+        fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+            x + &self.offset
+        }
+        fn named_parameters(&self) -> Vec<(String, Tensor<f32>)> {
+            Vec::new()
+        }
+        fn named_buffers(&self) -> Vec<(String, Tensor<f32>)> {
+            vec![("offset".to_string(), self.offset.clone())]
+        }
+    }
+    let linear = Arc::new(Linear::<f32>::new(3, 2));
+    let shift = Arc::new(Shift {
+        offset: Tensor::ones(&[2]),
+    });
+    let names = |ps: Vec<(String, Tensor<f32>)>| ps.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(Module::named_parameters(&linear)), ["weight", "bias"]);
+    let (direct, shared) = (linear.as_ref().parameters(), Module::parameters(&linear));
+    assert_eq!(shared.len(), 2);
+    // The same tensors: a change through one shows through the other.
+    tapegrad::no_grad(|| shared[0].fill_(0.25));
+    assert!(direct[0].to_vec().iter().all(|&w| w == 0.25));
+    assert_eq!(names(Module::named_buffers(&shift)), ["offset"]);
+    let x = Tensor::ones(&[1, 3]);
+    assert_eq!(
+        Module::forward(&linear, &x).to_vec(),
+        linear.as_ref().forward(&x).to_vec()
+    );
+}
+
+/// `Linear` takes a single vector `[in]` to `[out]`, as PyTorch's.
+#[test]
+fn linear_maps_a_vector_to_a_vector() {
+    let linear = Linear::<f64>::new(3, 2);
+    let x = Tensor::from_vec(vec![0.5, -1.0, 2.0], &[3]);
+    let y = linear.forward(&x);
+    assert_eq!(y.shape(), [2]);
+    assert_eq!(y.to_vec(), linear.forward(&x.unsqueeze(0)).to_vec());
+}
+
 // ---------------------------------------------------------- initialisation
 
 /// Mean and (biased) variance.

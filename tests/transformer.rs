@@ -103,3 +103,43 @@ fn checkpointed_block_gives_the_same_gradients() {
     assert_close(&checkpointed.0, &plain.0, 1e-12);
     assert_close(&checkpointed.1, &plain.1, 1e-12);
 }
+
+/// Unbatched `[L, E]` input is the batched `[1, L, E]` one, as PyTorch's
+/// `MultiheadAttention` and a block built on it.
+#[test]
+fn an_unbatched_sequence_is_a_batch_of_one() {
+    tapegrad::manual_seed(9);
+    let x = Tensor::<f64>::randn(&[5, 8]);
+    let mha = MultiheadAttention::<f64>::new(8, 2);
+    let block = TransformerBlock::<f64>::new(8, 2, 12);
+    let batched = |m: &dyn Module<f64>| m.forward(&x.unsqueeze(0)).squeeze(0).to_vec();
+    assert_close(&mha.forward(&x).to_vec(), &batched(&mha), 1e-12);
+    assert_close(&block.forward(&x).to_vec(), &batched(&block), 1e-12);
+}
+
+/// A block lists its parameters by name, each once: attention's
+/// projections, the two layer norms and the MLP.
+#[test]
+fn a_transformer_block_names_its_parameters() {
+    let block = TransformerBlock::<f32>::new(8, 2, 12);
+    let named = block.named_parameters();
+    let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ln1.weight",
+            "ln1.bias",
+            "attn.in_proj_weight",
+            "attn.in_proj_bias",
+            "attn.out_proj.weight",
+            "attn.out_proj.bias",
+            "ln2.weight",
+            "ln2.bias",
+            "mlp.0.weight",
+            "mlp.0.bias",
+            "mlp.2.weight",
+            "mlp.2.bias",
+        ]
+    );
+    assert_eq!(block.parameters().len(), 12);
+}
