@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, leaf};
+use common::{assert_close, leaf, panic_message};
 use std::sync::Arc;
 use tapegrad::ndarray::ArrayD;
 use tapegrad::prelude::*;
@@ -256,4 +256,31 @@ fn custom_op_gradient_differentiated_again_panics_inside_a_larger_graph() {
     });
     let g = x.grad().unwrap();
     let _ = tapegrad::grad(&[g.sum()], &[x], GradOptions::default());
+}
+
+/// A custom op whose backward returns a gradient of the wrong shape is
+/// refused by name, for an input made by another op as for a leaf.
+#[test]
+fn a_custom_backward_of_the_wrong_shape_names_the_op_and_both_shapes() {
+    struct Wrong;
+    impl CustomOp<f64> for Wrong {
+        fn name(&self) -> &str {
+            "Wrong"
+        }
+        fn forward(&self, x: &[ArrayD<f64>]) -> ArrayD<f64> {
+            x[0].clone()
+        }
+        fn backward(&self, _: &[ArrayD<f64>], _: &ArrayD<f64>, _: &ArrayD<f64>) -> Vec<Option<ArrayD<f64>>> {
+            vec![Some(ArrayD::zeros(vec![1]))]
+        }
+    }
+    let x = leaf(&[1.0, 2.0, 3.0], &[3]);
+    for input in [&x * 2.0, x.clone()] {
+        let y = Tensor::apply_op(Arc::new(Wrong), &[input]);
+        let msg = panic_message(|| y.sum().backward());
+        assert_eq!(
+            msg,
+            "CustomOp Wrong: backward returned a gradient of shape [1] for input 0 of shape [3]"
+        );
+    }
 }
