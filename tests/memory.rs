@@ -133,4 +133,19 @@ fn saved_bytes_matches_the_heap() {
     let (twice, peak) = CountingAllocator::peak_during(|| Tensor::<f32>::ones(&[N]) * 2.0);
     assert!(peak < 2 * BYTES, "one buffer for ones · 2, peak {peak}");
     assert_eq!(twice.to_vec()[0], 2.0);
+
+    // Dropping a graph releases what it saved at once, also the first
+    // graph a thread drops (nodes are freed by a loop, not recursively).
+    let before = saved_bytes();
+    std::thread::spawn(|| {
+        let before = saved_bytes();
+        let x = Tensor::<f32>::rand(&[N]).set_requires_grad(true);
+        let y = x.exp().exp(); // two nodes, each saving its output
+        assert_eq!(saved_bytes() - before, 2 * BYTES);
+        drop(y);
+        assert_eq!(saved_bytes(), before, "the first graph dropped on a thread");
+    })
+    .join()
+    .unwrap();
+    assert_eq!(saved_bytes(), before);
 }
