@@ -41,7 +41,7 @@ fn nll_loss_target_count_names_the_op() {
 /// (block 1) added 4.2 to the first element (7.64 against 3.44), with
 /// queries near 1e15 (`exp(x⁶)`): its `D = rowsum(dO ∘ O)` differed from
 /// the key's `dP` by rounding, which the chain back to x multiplied up.
-/// Fixed in src/ops/flash.rs (D by the same product as dP);
+/// Fixed in src/ops/flash.rs (dS is exactly 0 where p is 1);
 /// `tests/attention.rs` has the case of two keys.
 #[test]
 fn tiled_attention_single_key_huge_queries() {

@@ -470,20 +470,13 @@ unsafe fn backward_one<T: Float>(
     } = inp;
     let Problem { rows, keys } = problems[p];
     let (b, e, ev) = (tile(sh.block, rows, keys), sh.e, sh.ev);
-    // D = rowsum(dO ∘ O), each row's dO·O taken by the same product as the
-    // elements of dP = dO vᵀ below. Where a row's softmax is one key (one
-    // key visible, or scores so far apart that the others' exponentials
-    // are 0), O is that key's v exactly and D equals its dP bit for bit, so
-    // its dS is exactly 0, as it is in exact arithmetic: otherwise the
-    // rounding difference, multiplied by q or k, can be most of a gradient
-    // when the scores are huge.
+    // D = rowsum(dO ∘ O), and each row's log-sum-exp.
     let d: Vec<T> = (0..rows)
         .map(|r| {
-            let mut dot = [T::zero()];
-            // SAFETY: the caller's promise for `g` and `out`: row r of each
-            // has ev elements; `dot` holds the 1 × 1 result.
-            unsafe { mm(1, ev, 1, g.at(p, r), saved.out.at(p, r).t(), &mut dot) };
-            dot[0]
+            (0..ev).fold(T::zero(), |a, c| {
+                // SAFETY: the caller's promise for `g` and `out` (rows and columns in range).
+                a + unsafe { g.get(p, r, c) * saved.out.get(p, r, c) }
+            })
         })
         .collect();
     // SAFETY: the caller's promise for `lse`, one value per row.
@@ -514,13 +507,18 @@ unsafe fn backward_one<T: Float>(
             // SAFETY: the caller's promise for the inputs; the tiles hold what they are given.
             unsafe { mm(bc, br, ev, p_tile.t(), g.at(p, r0), &mut tmp) };
             add(&mut dv_acc[..bc * ev], &tmp[..bc * ev]);
-            // dS = p ∘ (dO vᵀ - D), scaled
+            // dS = p ∘ (dO vᵀ - D), scaled. Where p is 1 the row's softmax
+            // is that one key, and dS = Σₖ pₖ (dPⱼ - dPₖ) is exactly 0 (D
+            // is then that key's dP, but summed in another order: the
+            // difference in the last bits, times huge q or k, could be most
+            // of a gradient). Multiplying by 0, not writing 0, keeps NaN.
             // SAFETY: the caller's promise for the inputs; the tiles hold what they are given.
             unsafe { mm(br, ev, bc, g.at(p, r0), v.at(p, c0).t(), &mut dp) };
             for r in 0..br {
                 let (at, d) = (r * bc..(r + 1) * bc, d[r0 + r]);
                 for (x, &pr) in dp[at.clone()].iter_mut().zip(&s[at]) {
-                    *x = pr * (*x - d) * sh.scale;
+                    let only = if pr == T::one() { T::zero() } else { T::one() };
+                    *x = pr * ((*x - d) * only) * sh.scale;
                 }
             }
             let ds = Mat::rows(dp.as_ptr(), bc);
