@@ -16,8 +16,9 @@
 //! Backward recomputes each tile's probabilities from the saved log-sum-exp,
 //! `p = exp(s - lse)`, and with `D = rowsum(dO ∘ O)`:
 //! `dV += pᵀ dO`, `dP = dO vᵀ`, `dS = p ∘ (dP - D)`, `dQ += scale dS k`,
-//! `dK += scale dSᵀ q`. Outer loop over key blocks (their `dK`, `dV` stay
-//! in a tile-sized accumulator), inner over query blocks.
+//! `dK += scale dSᵀ q` (`dS` exactly 0 where `p` is 1: that row's softmax
+//! is one key). Outer loop over key blocks (their `dK`, `dV` stay in a
+//! tile-sized accumulator), inner over query blocks.
 //!
 //! Tile products are matrixmultiply's, which reads any strides (so `kᵀ` and
 //! `pᵀ` are strides, not copies). Query blocks (forward) and problems
